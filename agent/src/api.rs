@@ -1,0 +1,289 @@
+//! The HTTP API: targets, snapshots, health and metrics, as JSON over axum.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::bundle;
+use crate::collector::SharedStatus;
+use crate::config::{Config, Secret};
+use crate::metrics::Metrics;
+use crate::ring::Rings;
+use crate::snapshot::{Firing, Phase, SnapshotError, Snapshots};
+use crate::spool;
+
+pub struct AppState {
+    pub config: Config,
+    pub rings: Arc<Rings>,
+    pub statuses: BTreeMap<String, SharedStatus>,
+    pub snapshots: Arc<Snapshots>,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<Secret>,
+    /// Set once listeners are bound and collectors started.
+    pub ready: AtomicBool,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.server.max_body as usize;
+    Router::new()
+        .route("/v1/targets", get(targets))
+        .route("/v1/snapshots", get(list_snapshots).post(create_snapshot))
+        .route("/v1/snapshots/{id}", get(get_snapshot))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A JSON error answer: `{"error": "..."}` with a status.
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` when a token is configured.
+pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    match given {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), token.expose().as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bearer token does not match",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs Authorization: Bearer <token> (server.token_file)",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses a JSON body with an answer that says what is wrong with it.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("empty body: {e}")));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see the README for the API",
+    )
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .config
+        .targets
+        .iter()
+        .map(|t| {
+            let st = state.statuses.get(&t.name).map(|s| s.lock().clone());
+            let ring = state.rings.status(&t.name).unwrap_or_default();
+            json!({
+                "name": t.name,
+                "url": t.public_url(),
+                "labels": t.labels,
+                "window_seconds": st.as_ref().map_or(t.window, |s| s.window).as_secs_f64(),
+                "configured_window_seconds": t.window.as_secs_f64(),
+                "state": st.as_ref().map(|s| s.state.as_str()),
+                "go_version": st.as_ref().and_then(|s| s.go_version.clone()),
+                "windows_kept": st.as_ref().map_or(0, |s| s.windows_kept),
+                "consecutive_failures": st.as_ref().map_or(0, |s| s.consecutive_failures),
+                "last_window_at": st.as_ref().and_then(|s| s.last_window_at).map(bundle::rfc3339),
+                "last_error": st.as_ref().and_then(|s| s.last_error.as_ref()).map(|(at, e)| json!({
+                    "at": bundle::rfc3339(*at), "message": e,
+                })),
+                "ring": {
+                    "windows": ring.windows,
+                    "bytes": ring.stored_bytes,
+                    "raw_bytes": ring.raw_bytes,
+                    "oldest": ring.oldest.map(bundle::rfc3339),
+                    "newest": ring.newest.map(bundle::rfc3339),
+                    "coverage": ring.coverage,
+                    "max_age_seconds": t.max_age.as_secs_f64(),
+                    "max_bytes": t.max_bytes,
+                    "max_windows": t.max_windows,
+                },
+            })
+        })
+        .collect();
+    Json(json!({
+        "targets": list,
+        "ring": {
+            "bytes": state.rings.total_bytes(),
+            "max_bytes": state.rings.global_max_bytes(),
+        },
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotRequest {
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn create_snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let req: SnapshotRequest = parse_json(&body)?;
+    let reason = req.reason.unwrap_or_else(|| "requested through the API".into());
+    if reason.len() > 1024 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "reason is longer than 1024 bytes",
+        ));
+    }
+    let ids = state
+        .snapshots
+        .fire(req.target.as_deref(), Firing::manual(reason))
+        .map_err(|e| match e {
+            SnapshotError::UnknownTarget(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            SnapshotError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        })?;
+    let first = ids.first().cloned();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": first,
+            "ids": ids,
+            "status": "recording",
+        })),
+    )
+        .into_response())
+}
+
+fn summary(path: &std::path::Path, m: &bundle::Manifest) -> Value {
+    json!({
+        "id": m.id,
+        "target": m.target.name,
+        "phase": Phase::Complete,
+        "trigger": { "kind": m.trigger.kind, "reason": m.trigger.reason, "fired_at": m.trigger.fired_at },
+        "created_at": m.created_at,
+        "windows": m.windows.len(),
+        "bytes": m.total_bytes(),
+        "path": path,
+    })
+}
+
+async fn list_snapshots(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let spool = state.snapshots.spool().clone();
+    let on_disk = tokio::task::spawn_blocking(move || spool.list())
+        .await
+        .unwrap_or_default();
+    let mut out: Vec<Value> = on_disk.iter().map(|(p, m)| summary(p, m)).collect();
+    for p in state.snapshots.unfinished() {
+        if !on_disk.iter().any(|(_, m)| m.id == p.id) {
+            out.push(serde_json::to_value(&p).unwrap_or(Value::Null));
+        }
+    }
+    Json(json!({ "snapshots": out }))
+}
+
+async fn get_snapshot(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !spool::valid_id(&id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid snapshot id: ids hold only letters, digits, '.', '_' and '-'",
+        ));
+    }
+    let spool = state.snapshots.spool().clone();
+    let id2 = id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let dir = spool.bundle_dir(&id2)?;
+        let m = bundle::read_manifest(&dir).ok()?;
+        Some((dir, m))
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some((dir, m)) = found {
+        let mut v = summary(&dir, &m);
+        v["manifest"] = serde_json::to_value(&m).unwrap_or(Value::Null);
+        return Ok(Json(v));
+    }
+    match state.snapshots.progress(&id) {
+        Some(p) => Ok(Json(serde_json::to_value(&p).unwrap_or(Value::Null))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no snapshot {id:?}"),
+        )),
+    }
+}

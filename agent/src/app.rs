@@ -1,0 +1,223 @@
+//! Where the agent's life begins and ends: wires config to collectors, rings, snapshots and the API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::collector::{self, Collector};
+use crate::config::{Config, Secret};
+use crate::events;
+use crate::metrics::Metrics;
+use crate::ring::Rings;
+use crate::snapshot::Snapshots;
+use crate::spool::{Spool, SpoolError};
+
+/// How long SIGTERM waits for snapshots still recording their post-trigger
+/// part before cutting them short.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long writing the last bundles may take after recording stopped.
+const WRITE_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("cannot listen on {addr}: {source}; is another flightrec (or something else) using it? Set server.listen")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the API token from {path}: {source}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API token file {0} is empty")]
+    EmptyToken(String),
+    #[error("cannot build the HTTP client for target {target}: {source}")]
+    Client {
+        target: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("API server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+fn load_token(config: &Config) -> Result<Option<Secret>, RunError> {
+    if let Some(path) = &config.server.token_file {
+        let text = std::fs::read_to_string(path).map_err(|source| RunError::Token {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(RunError::EmptyToken(path.display().to_string()));
+        }
+        return Ok(Some(Secret::new(token.to_string())));
+    }
+    Ok(config.server.token.clone())
+}
+
+/// Runs the agent until `shutdown` is cancelled, then stops in order: no new
+/// snapshots, let those recording finish (bounded), stop collectors, write
+/// what is left, stop the API. `bound` receives the API address once listening.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    bound: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), RunError> {
+    let spool = Arc::new(Spool::open(&config.snapshots.dir)?);
+    let token = load_token(&config)?;
+    let metrics = Metrics::new();
+    metrics.ring_global_budget.set(config.ring.max_bytes as i64);
+    let rings = Arc::new(Rings::new(&config.targets, config.ring.max_bytes));
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
+
+    let recording_stopped = CancellationToken::new();
+    let closing = CancellationToken::new();
+    let snapshots = Snapshots::new(
+        &config,
+        rings.clone(),
+        spool.clone(),
+        metrics.clone(),
+        recording_stopped.clone(),
+        closing.clone(),
+    );
+
+    let collecting = CancellationToken::new();
+    let collectors = TaskTracker::new();
+    let mut statuses = BTreeMap::new();
+    for target in &config.targets {
+        let client = Collector::client_for(target).map_err(|source| RunError::Client {
+            target: target.name.clone(),
+            source,
+        })?;
+        let status = collector::new_status(target);
+        statuses.insert(target.name.clone(), status.clone());
+        info!(target = %target.name, url = %target.public_url(), window = %crate::units::Secs(target.window), "recording");
+        let c = Collector::new(
+            target.clone(),
+            client,
+            rings.clone(),
+            metrics.clone(),
+            status,
+            collecting.clone(),
+        );
+        collectors.spawn(c.run());
+    }
+    collectors.close();
+
+    let expiry = tokio::spawn(expire_loop(
+        rings.clone(),
+        metrics.clone(),
+        config.targets.iter().map(|t| t.name.clone()).collect(),
+        collecting.clone(),
+    ));
+
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        rings: rings.clone(),
+        statuses,
+        snapshots: snapshots.clone(),
+        metrics: metrics.clone(),
+        token,
+        ready: Default::default(),
+    });
+    let app = api::router(state.clone());
+    let server_stop = CancellationToken::new();
+    let stop = server_stop.clone();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    state.ready.store(true, Ordering::Release);
+    info!(addr = %addr, dir = %spool.dir().display(), targets = config.targets.len(), "flightrec listening on http://{addr}");
+    if let Some(tx) = bound {
+        let _ = tx.send(addr);
+    }
+
+    // The server only ends early on an I/O failure; shut down in order then too.
+    let early = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = &mut server => Some(r),
+    };
+
+    info!("shutting down: no new snapshots; finishing those in flight");
+    state.ready.store(false, Ordering::Release);
+    closing.cancel();
+    let left = snapshots.drain(SHUTDOWN_GRACE).await;
+    if left > 0 {
+        warn!(
+            snapshots = left,
+            "post-trigger recording did not finish in time; cutting it short"
+        );
+    }
+    collecting.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), collectors.wait())
+        .await
+        .is_err()
+    {
+        warn!("collectors did not stop within 10s");
+    }
+    recording_stopped.cancel();
+    let left = snapshots.drain(WRITE_GRACE).await;
+    if left > 0 {
+        warn!(
+            snapshots = left,
+            "bundles still unwritten at exit; they were never acknowledged"
+        );
+    }
+    let _ = expiry.await;
+    server_stop.cancel();
+    let result = match early {
+        Some(r) => r,
+        None => server.await,
+    };
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(RunError::Serve(e)),
+        Err(e) => warn!(error = %e, "API server task failed"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Ages windows out of idle rings and keeps ring gauges fresh.
+async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, names: Vec<String>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let evicted = rings.expire(SystemTime::now());
+        events::evicted(&metrics, &evicted);
+        for name in &names {
+            collector::update_ring_gauges(&metrics, &rings, name);
+        }
+    }
+}

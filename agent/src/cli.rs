@@ -1,0 +1,262 @@
+//! The client-side commands: `snapshot` asks a running agent for a bundle, `inspect` reads one.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::bundle::{self, Manifest};
+use crate::units::{Bytes, Secs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the agent at {url}: {why}. Is `flightrec run` running there? (--server)")]
+    Unreachable { url: String, why: String },
+    #[error("agent answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("snapshot {id} failed: {why}")]
+    Failed { id: String, why: String },
+    #[error("snapshot {id} not complete after {waited}; see GET /v1/snapshots/{id}")]
+    TimedOut { id: String, waited: String },
+    #[error("{0}")]
+    Bundle(String),
+}
+
+pub struct SnapshotArgs {
+    pub server: String,
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    pub token: Option<String>,
+    pub wait: bool,
+    pub timeout: Duration,
+}
+
+/// Asks the agent for a snapshot and, unless told not to, waits until every
+/// bundle it started is durable. Prints one line per bundle.
+pub async fn snapshot(args: SnapshotArgs) -> Result<Vec<PathBuf>, CliError> {
+    let base = args.server.trim_end_matches('/').to_string();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| CliError::Unreachable {
+            url: base.clone(),
+            why: e.to_string(),
+        })?;
+    let mut body = json!({});
+    if let Some(t) = &args.target {
+        body["target"] = json!(t);
+    }
+    if let Some(r) = &args.reason {
+        body["reason"] = json!(r);
+    }
+    let mut req = client.post(format!("{base}/v1/snapshots")).json(&body);
+    if let Some(t) = &args.token {
+        req = req.bearer_auth(t);
+    }
+    let answer = call(req, &base).await?;
+    let ids: Vec<String> = answer["ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    if !args.wait {
+        for id in &ids {
+            println!("{id}");
+        }
+        return Ok(Vec::new());
+    }
+    let started = Instant::now();
+    let mut paths = Vec::new();
+    for id in ids {
+        loop {
+            let v = call(client.get(format!("{base}/v1/snapshots/{id}")), &base).await?;
+            match v["phase"].as_str() {
+                Some("complete") => {
+                    let path = PathBuf::from(v["path"].as_str().unwrap_or_default());
+                    let first = v["manifest"]["windows"][0]["file"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    println!("snapshot {id} written: {}", path.display());
+                    if !first.is_empty() {
+                        println!("  open with: go tool trace {}", path.join(first).display());
+                    }
+                    paths.push(path);
+                    break;
+                }
+                Some("failed") => {
+                    return Err(CliError::Failed {
+                        id,
+                        why: v["error"].as_str().unwrap_or("unknown").to_string(),
+                    })
+                }
+                _ => {}
+            }
+            if started.elapsed() > args.timeout {
+                return Err(CliError::TimedOut {
+                    id,
+                    waited: Secs(args.timeout).to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(paths)
+}
+
+async fn call(req: reqwest::RequestBuilder, base: &str) -> Result<Value, CliError> {
+    let resp = req.send().await.map_err(|e| CliError::Unreachable {
+        url: base.to_string(),
+        why: e.to_string(),
+    })?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(CliError::Refused {
+            status: status.as_u16(),
+            message: v["error"].as_str().unwrap_or("no reason given").to_string(),
+        });
+    }
+    Ok(v)
+}
+
+/// Reads and verifies a bundle; returns the report and whether it is sound.
+pub fn inspect(dir: &Path, as_json: bool) -> Result<(String, bool), CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::Bundle(format!(
+            "{} is not a bundle directory (it should hold manifest.json)",
+            dir.display()
+        )));
+    }
+    let manifest = bundle::read_manifest(dir).map_err(|e| CliError::Bundle(e.to_string()))?;
+    let checks = bundle::verify(dir, &manifest);
+    let ok = checks.iter().all(|c| c.problem.is_none());
+    if as_json {
+        let v = json!({
+            "path": dir,
+            "ok": ok,
+            "manifest": manifest,
+            "checks": checks.iter().map(|c| json!({"file": c.file, "problem": c.problem})).collect::<Vec<_>>(),
+        });
+        return Ok((serde_json::to_string_pretty(&v).unwrap_or_default(), ok));
+    }
+    Ok((render(dir, &manifest, &checks), ok))
+}
+
+fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
+    let mut s = String::new();
+    let labels: Vec<String> = m.target.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(s, "bundle    {}", m.id);
+    let _ = writeln!(s, "path      {}", dir.display());
+    let _ = writeln!(
+        s,
+        "target    {}  {}{}",
+        m.target.name,
+        m.target.url,
+        if labels.is_empty() {
+            String::new()
+        } else {
+            format!("  {{{}}}", labels.join(", "))
+        }
+    );
+    let _ = writeln!(
+        s,
+        "trigger   {} at {}: {}",
+        m.trigger.kind, m.trigger.fired_at, m.trigger.reason
+    );
+    let _ = writeln!(
+        s,
+        "written   {} by flightrec {}{}",
+        m.created_at,
+        m.agent_version,
+        if m.agent_host.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", m.agent_host)
+        }
+    );
+    let _ = writeln!(
+        s,
+        "recorded  {} after the trigger{}",
+        Secs(Duration::from_secs_f64(m.post_trigger_seconds.max(0.0))),
+        if m.post_trigger_complete {
+            ""
+        } else {
+            " (cut short: the target stopped answering or the agent stopped)"
+        }
+    );
+    if let Some(c) = &m.coverage {
+        let _ = writeln!(
+            s,
+            "coverage  {:.3}% of {:.1}s ({} clock), largest gap {}",
+            c.ratio * 100.0,
+            c.span_seconds,
+            c.clock,
+            Secs(Duration::from_secs_f64(c.max_gap_seconds.max(0.0)))
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  {:>3}  {:<36} {:<24} {:>9} {:>9} {:>10} {:>5}  state",
+        "#", "file", "start", "span", "gap", "size", "go"
+    );
+    for (i, w) in m.windows.iter().enumerate() {
+        let span = if w.trace_end_ns > w.trace_start_ns {
+            Secs(Duration::from_nanos(w.trace_end_ns - w.trace_start_ns)).to_string()
+        } else {
+            "?".into()
+        };
+        let gap = w.gap_before_seconds.map_or("-".to_string(), |g| {
+            Secs(Duration::from_secs_f64(g.max(0.0))).to_string()
+        });
+        let check = checks
+            .iter()
+            .find(|c| c.file == w.file)
+            .and_then(|c| c.problem.clone());
+        let state = match (&check, w.complete) {
+            (Some(p), _) => format!("BAD: {p}"),
+            (None, true) => "complete, sha256 ok".to_string(),
+            (None, false) => format!(
+                "truncated ({}), sha256 ok",
+                w.truncation.as_deref().unwrap_or("cut")
+            ),
+        };
+        let start = w.start.get(11..23).unwrap_or(&w.start);
+        let _ = writeln!(
+            s,
+            "  {:>3}  {:<36} {:<24} {:>9} {:>9} {:>10} {:>5}  {}",
+            i + 1,
+            w.file,
+            start,
+            span,
+            gap,
+            Bytes(w.bytes).to_string(),
+            w.go_version,
+            state
+        );
+    }
+    let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
+    let _ = writeln!(s);
+    if bad.is_empty() {
+        let _ = writeln!(
+            s,
+            "verified: {} windows, {}, every sha256 matches; manifest.pb agrees",
+            m.windows.len(),
+            Bytes(m.total_bytes())
+        );
+    } else {
+        for c in bad {
+            let _ = writeln!(
+                s,
+                "PROBLEM {}: {}",
+                c.file,
+                c.problem.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    if let Some(w) = m.windows.last() {
+        let _ = writeln!(s, "open with: go tool trace {}", dir.join(&w.file).display());
+    }
+    s
+}

@@ -1,0 +1,593 @@
+//! One task per target: requests trace windows back to back and always drains them at full speed.
+//!
+//! The read loop only copies bytes into a buffer. Validation, compression and
+//! the ring live in a separate processing task fed through a small queue; when
+//! that falls behind, whole windows are dropped (and counted) rather than the
+//! socket being read slowly, because a Go service whose trace reader stalls
+//! buffers the trace in memory without bound.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info_span, Instrument};
+
+use crate::config::{Compression, Target};
+use crate::events::{self, WindowError};
+use crate::metrics::Metrics;
+use crate::ring::Rings;
+use crate::trace_format::{self, FormatError};
+use crate::window::{self, Truncation, Window};
+
+/// Largest error body read from a target (500 / 400 answers).
+const MAX_ERROR_BODY: usize = 4096;
+/// Windows waiting for validation and compression. Two is enough: one being
+/// processed while the next is read; more only hides a CPU shortage.
+const PROCESS_QUEUE: usize = 2;
+
+/// What the API shows about a target's collector.
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub state: State,
+    /// Window length now requested (may be shorter than configured).
+    pub window: Duration,
+    pub last_error: Option<(SystemTime, String)>,
+    pub last_window_at: Option<SystemTime>,
+    pub go_version: Option<String>,
+    pub windows_kept: u64,
+    pub consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Recording,
+    /// Failing; waiting before the next attempt.
+    BackingOff,
+    /// Another client holds the target's trace slot.
+    SlotBusy,
+    Stopped,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Recording => "recording",
+            State::BackingOff => "backing_off",
+            State::SlotBusy => "slot_busy",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+pub type SharedStatus = Arc<Mutex<TargetStatus>>;
+
+pub fn new_status(target: &Target) -> SharedStatus {
+    Arc::new(Mutex::new(TargetStatus {
+        state: State::Starting,
+        window: target.window,
+        last_error: None,
+        last_window_at: None,
+        go_version: None,
+        windows_kept: 0,
+        consecutive_failures: 0,
+    }))
+}
+
+/// A window's bytes as received, before validation.
+struct Captured {
+    seq: u64,
+    requested_at: SystemTime,
+    received_at: SystemTime,
+    data: Bytes,
+    truncation: Option<Truncation>,
+}
+
+/// Why an attempt ended without bytes to keep.
+enum Failure {
+    Error(WindowError),
+    Shutdown,
+}
+
+pub struct Collector {
+    target: Target,
+    name: Arc<str>,
+    client: reqwest::Client,
+    rings: Arc<Rings>,
+    metrics: Arc<Metrics>,
+    status: SharedStatus,
+    shutdown: CancellationToken,
+}
+
+impl Collector {
+    pub fn new(
+        target: Target,
+        client: reqwest::Client,
+        rings: Arc<Rings>,
+        metrics: Arc<Metrics>,
+        status: SharedStatus,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let name = Arc::<str>::from(target.name.as_str());
+        Collector {
+            target,
+            name,
+            client,
+            rings,
+            metrics,
+            status,
+            shutdown,
+        }
+    }
+
+    /// An HTTP client suited to one target: one kept-alive connection, no
+    /// overall timeout (a window lasts as long as it lasts), a connect timeout.
+    pub fn client_for(target: &Target) -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .connect_timeout(target.connect_timeout)
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("flightrec/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    pub async fn run(self) {
+        let span = info_span!("collector", target = %self.name);
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(self) {
+        let (tx, rx) = mpsc::channel(PROCESS_QUEUE);
+        let processor = tokio::spawn(
+            Processor {
+                name: self.name.clone(),
+                compression: self.target.compression,
+                rings: self.rings.clone(),
+                metrics: self.metrics.clone(),
+                status: self.status.clone(),
+                prev_end_ns: None,
+            }
+            .run(rx)
+            .in_current_span(),
+        );
+        let labels = self.metrics.target(&self.name);
+        let mut window = self.target.window;
+        self.metrics
+            .window_seconds
+            .get_or_create(&labels)
+            .set(window.as_secs_f64());
+        let mut seq = 0u64;
+        let mut failures = 0u32;
+        while !self.shutdown.is_cancelled() {
+            match self.capture(window).await {
+                Ok(mut captured) => {
+                    if failures > 0 {
+                        events::target_recovered(&self.name, failures);
+                    }
+                    failures = 0;
+                    seq += 1;
+                    captured.seq = seq;
+                    {
+                        let mut st = self.status.lock();
+                        st.state = State::Recording;
+                        st.consecutive_failures = 0;
+                    }
+                    let cut_by_shutdown = matches!(captured.truncation, Some(Truncation::Shutdown));
+                    if tx.try_send(captured).is_err() {
+                        self.fail(&WindowError::Backlog);
+                    }
+                    if cut_by_shutdown {
+                        break;
+                    }
+                }
+                Err(Failure::Shutdown) => break,
+                Err(Failure::Error(WindowError::WriteTimeout { body, .. })) if window > MIN_WINDOW => {
+                    self.fail(&WindowError::WriteTimeout {
+                        window: crate::units::Secs(window).to_string(),
+                        body,
+                    });
+                    let shorter = shorten(window);
+                    events::window_shortened(&self.metrics, &self.name, window, shorter);
+                    window = shorter;
+                    self.status.lock().window = window;
+                }
+                Err(Failure::Error(err)) => {
+                    failures = failures.saturating_add(1);
+                    self.fail(&err);
+                    let delay = backoff(&err, failures, self.target.backoff_max);
+                    {
+                        let mut st = self.status.lock();
+                        st.state = if matches!(err, WindowError::SlotBusy { .. }) {
+                            State::SlotBusy
+                        } else {
+                            State::BackingOff
+                        };
+                        st.consecutive_failures = failures;
+                    }
+                    events::backing_off(&self.name, delay, failures);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        drop(tx);
+        let _ = processor.await;
+        self.status.lock().state = State::Stopped;
+    }
+
+    fn fail(&self, err: &WindowError) {
+        events::window_error(&self.metrics, &self.name, err);
+        self.status.lock().last_error = Some((SystemTime::now(), err.to_string()));
+    }
+
+    /// One request: `Ok` with the bytes to validate (complete or cut), or why
+    /// there is nothing to keep.
+    async fn capture(&self, window: Duration) -> Result<Captured, Failure> {
+        let url = self.target.trace_url(window);
+        let requested_at = SystemTime::now();
+        // Headers may come only when the first 4 KiB of trace is flushed, or at
+        // the end of a quiet window: the read timeout covers them too.
+        let wait = self.target.read_timeout.max(window + Duration::from_secs(5));
+        let send = tokio::time::timeout(wait, self.client.get(url).send());
+        let response = tokio::select! {
+            r = send => r,
+            _ = self.shutdown.cancelled() => return Err(Failure::Shutdown),
+        };
+        let mut response = match response {
+            Err(_) => {
+                return Err(Failure::Error(WindowError::Request(format!(
+                    "no response within {}",
+                    crate::units::Secs(wait)
+                ))))
+            }
+            Ok(Err(e)) => return Err(Failure::Error(request_error(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = self.error_body(&mut response).await;
+            return Err(Failure::Error(classify_status(status, body)));
+        }
+
+        let cap = self.target.max_window_bytes as usize;
+        let mut buf = BytesMut::with_capacity(self.expected_size(cap));
+        let mut header_ok = false;
+        let mut truncation = None;
+        loop {
+            let next = tokio::select! {
+                c = tokio::time::timeout(self.target.read_timeout, response.chunk()) => c,
+                _ = self.shutdown.cancelled() => {
+                    truncation = Some(Truncation::Shutdown);
+                    break;
+                }
+            };
+            match next {
+                Err(_) => {
+                    truncation = Some(Truncation::ReadTimeout);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    truncation = Some(Truncation::Disconnected(error_chain(&e)));
+                    break;
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => {
+                    let room = cap.saturating_sub(buf.len());
+                    if chunk.len() > room {
+                        buf.extend_from_slice(&chunk[..room]);
+                        truncation = Some(Truncation::ByteCap);
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk);
+                    if !header_ok {
+                        match trace_format::check_header(&buf) {
+                            Ok(_) => header_ok = true,
+                            Err(FormatError::ShortHeader(_)) => {}
+                            Err(e) => {
+                                return Err(Failure::Error(WindowError::NotATrace(format!(
+                                    "{e} (Content-Type {:?}); is {} a Go net/http/pprof trace endpoint?",
+                                    content_type(&response),
+                                    self.target.path
+                                ))))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Dropping an unfinished response closes the connection, which ends
+        // the trace on the target side at once.
+        drop(response);
+        if buf.is_empty() {
+            let why = match truncation {
+                Some(Truncation::Shutdown) => return Err(Failure::Shutdown),
+                Some(t) => format!("{} before any byte", t.label()),
+                None => "empty body".into(),
+            };
+            return Err(Failure::Error(WindowError::NotATrace(why)));
+        }
+        Ok(Captured {
+            seq: 0,
+            requested_at,
+            received_at: SystemTime::now(),
+            data: buf.freeze(),
+            truncation,
+        })
+    }
+
+    /// Reserve about what the last windows needed, to avoid regrowing.
+    fn expected_size(&self, cap: usize) -> usize {
+        let last = self
+            .rings
+            .status(&self.name)
+            .and_then(|s| (s.windows > 0).then(|| (s.raw_bytes / s.windows as u64) as usize))
+            .unwrap_or(64 << 10);
+        (last + last / 4).clamp(16 << 10, cap.max(16 << 10))
+    }
+
+    async fn error_body(&self, response: &mut reqwest::Response) -> String {
+        let mut body = Vec::new();
+        let read = async {
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() >= MAX_ERROR_BODY {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        body.truncate(MAX_ERROR_BODY);
+        String::from_utf8_lossy(&body).trim().chars().take(300).collect()
+    }
+}
+
+/// The shortest window the agent shortens to after WriteTimeout refusals.
+const MIN_WINDOW: Duration = Duration::from_millis(250);
+
+/// Halves the window, keeping whole seconds while above 2 s.
+fn shorten(window: Duration) -> Duration {
+    let half = window / 2;
+    let shorter = if half >= Duration::from_secs(2) {
+        Duration::from_secs(half.as_secs())
+    } else {
+        half
+    };
+    shorter.max(MIN_WINDOW)
+}
+
+fn classify_status(status: StatusCode, body: String) -> WindowError {
+    if status == StatusCode::INTERNAL_SERVER_ERROR && body.contains("already enabled") {
+        WindowError::SlotBusy { body }
+    } else if status == StatusCode::BAD_REQUEST && body.contains("WriteTimeout") {
+        WindowError::WriteTimeout {
+            window: String::new(),
+            body,
+        }
+    } else {
+        WindowError::HttpStatus {
+            status: status.as_u16(),
+            body,
+        }
+    }
+}
+
+/// Exponential backoff with jitter. A busy trace slot starts slower: someone
+/// else is using it on purpose, and hammering would only add noise.
+fn backoff(err: &WindowError, failures: u32, max: Duration) -> Duration {
+    let base = match err {
+        WindowError::SlotBusy { .. } => Duration::from_secs(1),
+        WindowError::Connect(_) => Duration::from_millis(200),
+        _ => Duration::from_millis(500),
+    };
+    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let capped = exp.min(max);
+    // Equal jitter: half fixed, half random, so many agents do not line up.
+    let half = capped / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+fn request_error(e: &reqwest::Error) -> WindowError {
+    if e.is_connect() {
+        WindowError::Connect(error_chain(e))
+    } else {
+        WindowError::Request(error_chain(e))
+    }
+}
+
+/// The error and its causes on one line: reqwest's top message alone rarely
+/// says what happened.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+fn content_type(r: &reqwest::Response) -> String {
+    r.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// Validates, trims, compresses and files windows, off the read loop.
+struct Processor {
+    name: Arc<str>,
+    compression: Compression,
+    rings: Arc<Rings>,
+    metrics: Arc<Metrics>,
+    status: SharedStatus,
+    /// End of the previous window in the target's trace clock, for gaps.
+    prev_end_ns: Option<u64>,
+}
+
+impl Processor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Captured>) {
+        while let Some(c) = rx.recv().await {
+            let received = c.data.len() as u64;
+            let name = self.name.clone();
+            let compression = self.compression;
+            let built = tokio::task::spawn_blocking(move || build_window(name, compression, c)).await;
+            match built {
+                Ok(Ok(w)) => self.keep(Arc::new(w), received),
+                Ok(Err(err)) => {
+                    events::window_error(&self.metrics, &self.name, &err);
+                    self.status.lock().last_error = Some((SystemTime::now(), err.to_string()));
+                }
+                Err(join) => {
+                    let err = WindowError::Corrupt(format!("validation task failed: {join}"));
+                    events::window_error(&self.metrics, &self.name, &err);
+                }
+            }
+        }
+    }
+
+    fn keep(&mut self, w: Arc<Window>, received: u64) {
+        if let (Some(prev), Some(start)) = (self.prev_end_ns, w.info.start_ns()) {
+            if start >= prev {
+                events::window_gap(&self.metrics, &self.name, Duration::from_nanos(start - prev));
+            }
+        }
+        self.prev_end_ns = w.info.end_ns();
+        events::window_kept(&self.metrics, &w, received);
+        {
+            let mut st = self.status.lock();
+            st.last_window_at = Some(w.received_at);
+            st.go_version = Some(w.info.version.to_string());
+            st.windows_kept += 1;
+        }
+        let evicted = self.rings.insert(w, SystemTime::now());
+        events::evicted(&self.metrics, &evicted);
+        update_ring_gauges(&self.metrics, &self.rings, &self.name);
+    }
+}
+
+pub fn update_ring_gauges(m: &Metrics, rings: &Rings, name: &str) {
+    let labels = m.target(name);
+    if let Some(s) = rings.status(name) {
+        m.ring_bytes.get_or_create(&labels).set(s.stored_bytes as i64);
+        m.ring_windows.get_or_create(&labels).set(s.windows as i64);
+        m.ring_coverage
+            .get_or_create(&labels)
+            .set(s.coverage.unwrap_or(0.0));
+    }
+    m.ring_global_bytes.set(rings.total_bytes() as i64);
+}
+
+fn build_window(name: Arc<str>, compression: Compression, c: Captured) -> Result<Window, WindowError> {
+    let stream_complete = c.truncation.is_none();
+    let (keep, info) = match trace_format::keepable(&c.data, stream_complete) {
+        Ok(k) => k,
+        Err(FormatError::NoWholeGeneration(n)) => {
+            let why = c.truncation.as_ref().map_or("stream cut", |t| t.label());
+            return Err(WindowError::TruncatedEmpty(format!("{why} after {n} bytes")));
+        }
+        Err(e @ (FormatError::NotATrace(_) | FormatError::Empty | FormatError::ShortHeader(_))) => {
+            return Err(WindowError::NotATrace(e.to_string()))
+        }
+        Err(e) => return Err(WindowError::Corrupt(e.to_string())),
+    };
+    // A v1 (Go <= 1.21) trace cannot be trimmed to a parseable prefix.
+    if !info.walked && !stream_complete {
+        return Err(WindowError::TruncatedEmpty(format!(
+            "Go {} trace cut short; traces before Go 1.22 cannot be trimmed",
+            info.version
+        )));
+    }
+    let mut truncation = c.truncation;
+    if truncation.is_none() && keep < c.data.len() {
+        truncation = Some(Truncation::Disconnected("trace ended inside a batch".into()));
+    }
+    let raw = c.data.slice(..keep);
+    let stored = match compression {
+        Compression::Zstd => {
+            window::compress(&raw).map_err(|e| WindowError::Corrupt(format!("zstd: {e}")))?
+        }
+        Compression::None => raw,
+    };
+    Ok(Window {
+        target: name,
+        seq: c.seq,
+        requested_at: c.requested_at,
+        received_at: c.received_at,
+        info,
+        truncation,
+        trimmed_bytes: (c.data.len() - keep) as u64,
+        raw_len: keep as u64,
+        stored,
+        compression,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortening_halves_down_to_a_floor() {
+        assert_eq!(shorten(Duration::from_secs(10)), Duration::from_secs(5));
+        assert_eq!(shorten(Duration::from_secs(5)), Duration::from_secs(2));
+        assert_eq!(shorten(Duration::from_secs(2)), Duration::from_secs(1));
+        assert_eq!(shorten(Duration::from_secs(1)), Duration::from_millis(500));
+        assert_eq!(shorten(Duration::from_millis(300)), MIN_WINDOW);
+    }
+
+    #[test]
+    fn statuses_are_classified_by_go_s_own_bodies() {
+        let busy = classify_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Could not enable tracing: tracing is already enabled".into(),
+        );
+        assert_eq!(busy.reason(), "slot_busy");
+        let wt = classify_status(
+            StatusCode::BAD_REQUEST,
+            "profile duration exceeds server's WriteTimeout".into(),
+        );
+        assert_eq!(wt.reason(), "write_timeout");
+        assert_eq!(
+            classify_status(StatusCode::NOT_FOUND, "404 page not found".into()).reason(),
+            "http_status"
+        );
+        assert_eq!(
+            classify_status(StatusCode::INTERNAL_SERVER_ERROR, "boom".into()).reason(),
+            "http_status"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let max = Duration::from_secs(30);
+        let err = WindowError::Connect("refused".into());
+        for failures in 1..40 {
+            let d = backoff(&err, failures, max);
+            assert!(d <= max, "{d:?}");
+        }
+        let first = backoff(&err, 1, max);
+        assert!(
+            first >= Duration::from_millis(100) && first <= Duration::from_millis(200),
+            "{first:?}"
+        );
+        let busy = backoff(&WindowError::SlotBusy { body: String::new() }, 1, max);
+        assert!(
+            busy >= Duration::from_millis(500),
+            "slot busy starts slow: {busy:?}"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! Notable events: each one logs AND counts, so logs and metrics never disagree.
+
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+use crate::ring::Eviction;
+use crate::units::{Bytes, Secs};
+use crate::window::{Truncation, Window};
+
+/// Why a window attempt produced nothing usable. One metric label each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("trace slot is held by another client (HTTP 500 {body:?}); backing off")]
+    SlotBusy { body: String },
+    #[error(
+        "target rejects {window} windows: its http.Server WriteTimeout is shorter (Go <= 1.22: {body:?})"
+    )]
+    WriteTimeout { window: String, body: String },
+    #[error("HTTP {status} from the trace endpoint: {body:?}")]
+    HttpStatus { status: u16, body: String },
+    #[error("{0}")]
+    NotATrace(String),
+    #[error("corrupt trace: {0}")]
+    Corrupt(String),
+    #[error("stream ended before one whole trace generation ({0}); nothing to keep")]
+    TruncatedEmpty(String),
+    #[error("processing is behind; window dropped so the target is never read slowly")]
+    Backlog,
+}
+
+impl WindowError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WindowError::Connect(_) => "connect",
+            WindowError::Request(_) => "request",
+            WindowError::SlotBusy { .. } => "slot_busy",
+            WindowError::WriteTimeout { .. } => "write_timeout",
+            WindowError::HttpStatus { .. } => "http_status",
+            WindowError::NotATrace(_) => "not_a_trace",
+            WindowError::Corrupt(_) => "corrupt",
+            WindowError::TruncatedEmpty(_) => "truncated_empty",
+            WindowError::Backlog => "backlog",
+        }
+    }
+}
+
+pub fn window_error(m: &Metrics, target: &str, err: &WindowError) {
+    m.window_errors
+        .get_or_create(&m.target_reason(target, err.reason()))
+        .inc();
+    match err {
+        // Expected while a target restarts; the backoff line says the rest.
+        WindowError::Connect(_) => info!(%target, reason = err.reason(), "{err}"),
+        _ => warn!(%target, reason = err.reason(), "{err}"),
+    }
+}
+
+pub fn window_kept(m: &Metrics, w: &Window, received: u64) {
+    let labels = m.target(&w.target);
+    let result = if w.is_complete() { "complete" } else { "truncated" };
+    m.windows
+        .get_or_create(&crate::metrics::TargetResult {
+            target: w.target.to_string(),
+            result: result.into(),
+        })
+        .inc();
+    m.received_bytes.get_or_create(&labels).inc_by(received);
+    m.stored_bytes.get_or_create(&labels).inc_by(w.stored_len());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    m.last_window.get_or_create(&labels).set(now);
+    match &w.truncation {
+        None => debug!(
+
+            target = %w.target, seq = w.seq, bytes = w.raw_len, stored = w.stored_len(),
+            go = %w.info.version, span = %Secs(w.duration()),
+            "window kept"
+        ),
+        Some(t) => warn!(
+
+            target = %w.target, seq = w.seq, reason = t.label(),
+            kept = %Bytes(w.raw_len), trimmed = %Bytes(w.trimmed_bytes),
+            "stream cut short ({}); kept the {} whole generations received, marked incomplete",
+            describe_truncation(t), w.info.generations
+        ),
+    }
+}
+
+fn describe_truncation(t: &Truncation) -> String {
+    match t {
+        Truncation::Disconnected(e) => format!("connection lost: {e}"),
+        Truncation::ReadTimeout => "target went silent past read_timeout".into(),
+        Truncation::ByteCap => "window reached max_window_bytes".into(),
+        Truncation::Shutdown => "agent shutting down".into(),
+    }
+}
+
+pub fn window_gap(m: &Metrics, target: &str, gap: Duration) {
+    m.window_gap
+        .get_or_create(&m.target(target))
+        .observe(gap.as_secs_f64());
+}
+
+pub fn evicted(m: &Metrics, evictions: &[(std::sync::Arc<Window>, Eviction)]) {
+    for (w, why) in evictions {
+        m.ring_evictions
+            .get_or_create(&m.target_reason(&w.target, why.label()))
+            .inc();
+        debug!(target = %w.target, seq = w.seq, reason = why.label(), "window evicted");
+    }
+}
+
+pub fn window_shortened(m: &Metrics, target: &str, from: Duration, to: Duration) {
+    m.window_seconds
+        .get_or_create(&m.target(target))
+        .set(to.as_secs_f64());
+    warn!(
+
+        %target, from = %Secs(from), to = %Secs(to),
+        "target's WriteTimeout is shorter than the window (Go <= 1.22 refuses longer traces); window shortened from {} to {}. Raise the service's http.Server WriteTimeout or set a shorter `window` to silence this",
+        Secs(from), Secs(to)
+    );
+}
+
+pub fn backing_off(target: &str, delay: Duration, attempt: u32) {
+    debug!(%target, delay = %Secs(delay), attempt, "backing off");
+}
+
+pub fn target_recovered(target: &str, failures: u32) {
+    info!(%target, failures, "target is answering traces again");
+}

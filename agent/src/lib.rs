@@ -1,0 +1,19 @@
+//! flightrec: a flight recorder for Go services.
+//!
+//! Data flow: `collector` → `ring` → `snapshot` → `spool`, with `api`
+//! beside. `app::run` wires them together; `main.rs` is only the CLI.
+
+pub mod api;
+pub mod app;
+pub mod bundle;
+pub mod cli;
+pub mod collector;
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod ring;
+pub mod snapshot;
+pub mod spool;
+pub mod trace_format;
+pub mod units;
+pub mod window;

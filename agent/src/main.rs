@@ -1,0 +1,281 @@
+//! The `flightrec` command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use flightrec::config::{self, LogFormat, ProcessEnv};
+use flightrec::{app, cli};
+
+#[derive(Parser)]
+#[command(
+    name = "flightrec",
+    version,
+    about = "A flight recorder for Go services: keeps the last minute of execution traces and snapshots them when something goes wrong"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record the configured targets and serve the API until SIGTERM/SIGINT.
+    Run {
+        /// TOML config file; without one, records http://127.0.0.1:6060 into ./flightrec-data.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format (overrides log.format).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Check a config file and print every problem with its key path.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Ask a running agent for a snapshot and wait until the bundle is on disk.
+    Snapshot {
+        /// Target to snapshot; all targets when omitted.
+        #[arg(long)]
+        target: Option<String>,
+        /// Why; recorded in the manifest.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Agent API base URL; defaults to server.listen of --config (or http://127.0.0.1:7070).
+        #[arg(long)]
+        server: Option<String>,
+        /// Config of the agent, for its address and API token.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// File holding the API bearer token (overrides the config's).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the ids and return at once instead of waiting for the bundles.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the bundles, e.g. "2m".
+        #[arg(long, default_value = "2m", value_parser = parse_duration_arg)]
+        timeout: Duration,
+    },
+    /// Print a bundle's manifest in human terms and verify every window's sha256.
+    Inspect {
+        /// Bundle directory.
+        path: PathBuf,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Text,
+    Json,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    flightrec::units::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, log_format } => run(config, log_format),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Snapshot {
+            target,
+            reason,
+            server,
+            config,
+            token_file,
+            no_wait,
+            timeout,
+        } => report(snapshot(
+            target, reason, server, config, token_file, !no_wait, timeout,
+        )),
+        Command::Inspect { path, json } => match cli::inspect(&path, json) {
+            Ok((text, ok)) => {
+                print!("{text}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("flightrec: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flightrec: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(Some(path), &ProcessEnv) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} target{}, API on {}, bundles in {})",
+                path.display(),
+                c.targets.len(),
+                if c.targets.len() == 1 { "" } else { "s" },
+                c.server.listen,
+                c.snapshots.dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+fn run(config_path: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCode {
+    let config = match config::load(config_path.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("flightrec: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let format = match log_format {
+        Some(LogFormatArg::Auto) => LogFormat::Auto,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        None => config.log.format,
+    };
+    init_logging(format, &config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        app::run(config, shutdown, None).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("flightrec: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if first {
+            first = false;
+            shutdown.cancel();
+        } else {
+            warn!("second signal: exiting without finishing snapshots");
+            std::process::exit(130);
+        }
+    }
+}
+
+fn snapshot(
+    target: Option<String>,
+    reason: Option<String>,
+    server: Option<String>,
+    config_path: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let config = config::load(config_path.as_deref(), &ProcessEnv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = server.unwrap_or_else(|| {
+        let addr = config.server.listen;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!("http://{host}:{}", addr.port())
+    });
+    let token_path = token_file.or(config.server.token_file.clone());
+    let token = match token_path {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => config.server.token.as_ref().map(|s| s.expose().to_string()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(cli::snapshot(cli::SnapshotArgs {
+        server,
+        target,
+        reason,
+        token,
+        wait,
+        timeout,
+    }))?;
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The Prometheus registry and every metric family the agent exports at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetReason {
+    pub target: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetResult {
+    pub target: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindResult {
+    pub kind: String,
+    pub result: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn gap_histogram() -> Histogram {
+    // 100µs .. ~6.5s: loopback gaps are sub-millisecond, a struggling target's
+    // are seconds.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 4.0, 9,
+    ))
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.5, 12,
+    ))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Windows kept in the ring, by result (complete | truncated).
+    pub windows: Family<TargetResult, Counter>,
+    /// Bytes of trace received (uncompressed, before any trimming).
+    pub received_bytes: Family<TargetLabels, Counter>,
+    /// Bytes held in memory for kept windows (after compression).
+    pub stored_bytes: Family<TargetLabels, Counter>,
+    /// Windows or attempts that failed, by reason.
+    pub window_errors: Family<TargetReason, Counter>,
+    pub ring_bytes: Family<TargetLabels, Gauge>,
+    pub ring_windows: Family<TargetLabels, Gauge>,
+    pub ring_coverage: Family<TargetLabels, FloatGauge>,
+    pub ring_evictions: Family<TargetReason, Counter>,
+    pub ring_global_bytes: Gauge,
+    pub ring_global_budget: Gauge,
+    /// Unix time of the last window kept.
+    pub last_window: Family<TargetLabels, FloatGauge>,
+    /// The window length now asked for (shortened after WriteTimeout answers).
+    pub window_seconds: Family<TargetLabels, FloatGauge>,
+    /// Gap between consecutive windows in the target's clock.
+    pub window_gap: Family<TargetLabels, Histogram, fn() -> Histogram>,
+    /// Snapshot bundles by trigger kind and result (written | failed).
+    pub snapshots: Family<KindResult, Counter>,
+    /// Time from trigger to bundle durable on disk, not counting post_trigger.
+    pub snapshot_write: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("flightrec");
+        let m = Metrics {
+            windows: Family::default(),
+            received_bytes: Family::default(),
+            stored_bytes: Family::default(),
+            window_errors: Family::default(),
+            ring_bytes: Family::default(),
+            ring_windows: Family::default(),
+            ring_coverage: Family::default(),
+            ring_evictions: Family::default(),
+            ring_global_bytes: Gauge::default(),
+            ring_global_budget: Gauge::default(),
+            last_window: Family::default(),
+            window_seconds: Family::default(),
+            window_gap: Family::new_with_constructor(gap_histogram),
+            snapshots: Family::default(),
+            snapshot_write: latency_histogram(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "windows",
+            "Trace windows kept in the ring, by result",
+            m.windows.clone(),
+        );
+        registry.register_with_unit(
+            "received",
+            "Bytes of trace received from targets, uncompressed",
+            Unit::Bytes,
+            m.received_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "stored",
+            "Bytes of kept windows as held in memory, after compression",
+            Unit::Bytes,
+            m.stored_bytes.clone(),
+        );
+        registry.register(
+            "window_errors",
+            "Window attempts that failed or were rejected, by reason",
+            m.window_errors.clone(),
+        );
+        registry.register_with_unit(
+            "ring",
+            "Bytes held in the target's ring",
+            Unit::Bytes,
+            m.ring_bytes.clone(),
+        );
+        registry.register(
+            "ring_windows",
+            "Windows held in the target's ring",
+            m.ring_windows.clone(),
+        );
+        registry.register(
+            "ring_coverage_ratio",
+            "Fraction of the ring's time span covered by its windows",
+            m.ring_coverage.clone(),
+        );
+        registry.register(
+            "ring_evictions",
+            "Windows evicted from a ring, by the bound that evicted them",
+            m.ring_evictions.clone(),
+        );
+        registry.register_with_unit(
+            "ring_global",
+            "Bytes held in all rings",
+            Unit::Bytes,
+            m.ring_global_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "ring_global_budget",
+            "Byte budget shared by all rings (ring.max_bytes)",
+            Unit::Bytes,
+            m.ring_global_budget.clone(),
+        );
+        registry.register(
+            "last_window_timestamp_seconds",
+            "Unix time at which the last window was kept",
+            m.last_window.clone(),
+        );
+        registry.register_with_unit(
+            "window_length",
+            "Window length now requested from the target",
+            Unit::Seconds,
+            m.window_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "window_gap",
+            "Gap between consecutive windows, in the target's trace clock",
+            Unit::Seconds,
+            m.window_gap.clone(),
+        );
+        registry.register(
+            "snapshots",
+            "Snapshot bundles by trigger kind and result",
+            m.snapshots.clone(),
+        );
+        registry.register_with_unit(
+            "snapshot_write",
+            "Time from the end of post-trigger recording to the bundle durable on disk",
+            Unit::Seconds,
+            m.snapshot_write.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    pub fn target(&self, target: &str) -> TargetLabels {
+        TargetLabels {
+            target: target.to_string(),
+        }
+    }
+
+    pub fn target_reason(&self, target: &str, reason: &str) -> TargetReason {
+        TargetReason {
+            target: target.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,398 @@
+//! Turns a trigger into bundles: freeze the ring, keep recording for `post_trigger`, write atomically.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::bundle::{self, BundleMeta, TargetInfo, Trigger};
+use crate::config::Config;
+use crate::metrics::{KindResult, Metrics};
+use crate::ring::Rings;
+use crate::spool::Spool;
+use crate::window::Window;
+
+/// What fired a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    Manual,
+    Latency,
+    Metric,
+    Alertmanager,
+    Grafana,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Manual => "manual",
+            TriggerKind::Latency => "latency",
+            TriggerKind::Metric => "metric",
+            TriggerKind::Alertmanager => "alertmanager",
+            TriggerKind::Grafana => "grafana",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Firing {
+    pub kind: TriggerKind,
+    pub reason: String,
+    pub fired_at: SystemTime,
+    pub details: serde_json::Value,
+}
+
+impl Firing {
+    pub fn manual(reason: impl Into<String>) -> Self {
+        Firing {
+            kind: TriggerKind::Manual,
+            reason: reason.into(),
+            fired_at: SystemTime::now(),
+            details: serde_json::json!({}),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("unknown target {0:?}; GET /v1/targets lists the configured ones")]
+    UnknownTarget(String),
+    #[error("agent is shutting down; no new snapshots")]
+    ShuttingDown,
+}
+
+/// Where a snapshot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Ring frozen; recording `post_trigger` more.
+    Recording,
+    /// Writing files.
+    Writing,
+    /// Durable on disk.
+    Complete,
+    Failed,
+}
+
+/// A snapshot the agent is making or has made since it started.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub id: String,
+    pub target: String,
+    pub phase: Phase,
+    pub trigger_kind: TriggerKind,
+    pub reason: String,
+    pub fired_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+struct TargetMeta {
+    info: TargetInfo,
+    window: Duration,
+}
+
+pub struct Snapshots {
+    rings: Arc<Rings>,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    targets: BTreeMap<String, TargetMeta>,
+    post_trigger: Duration,
+    progress: Mutex<BTreeMap<String, Progress>>,
+    tasks: TaskTracker,
+    /// Cancelled once every collector has stopped: no window will come.
+    recording_stopped: CancellationToken,
+    /// Cancelled when the agent starts shutting down: no new snapshots.
+    closing: CancellationToken,
+}
+
+/// How many finished snapshots are remembered in memory for the API.
+const REMEMBER: usize = 256;
+
+impl Snapshots {
+    pub fn new(
+        config: &Config,
+        rings: Arc<Rings>,
+        spool: Arc<Spool>,
+        metrics: Arc<Metrics>,
+        recording_stopped: CancellationToken,
+        closing: CancellationToken,
+    ) -> Arc<Self> {
+        let targets = config
+            .targets
+            .iter()
+            .map(|t| {
+                let meta = TargetMeta {
+                    info: TargetInfo {
+                        name: t.name.clone(),
+                        url: t.public_url(),
+                        labels: t.labels.clone(),
+                    },
+                    window: t.window,
+                };
+                (t.name.clone(), meta)
+            })
+            .collect();
+        Arc::new(Snapshots {
+            rings,
+            spool,
+            metrics,
+            targets,
+            post_trigger: config.snapshots.post_trigger,
+            progress: Mutex::new(BTreeMap::new()),
+            tasks: TaskTracker::new(),
+            recording_stopped,
+            closing,
+        })
+    }
+
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.keys().cloned().collect()
+    }
+
+    /// Freezes the ring of `target` (or of every target) now and starts the
+    /// bundles in the background. Returns their ids at once.
+    pub fn fire(
+        self: &Arc<Self>,
+        target: Option<&str>,
+        firing: Firing,
+    ) -> Result<Vec<String>, SnapshotError> {
+        if self.closing.is_cancelled() {
+            return Err(SnapshotError::ShuttingDown);
+        }
+        let names: Vec<String> = match target {
+            Some(t) if self.targets.contains_key(t) => vec![t.to_string()],
+            Some(t) => return Err(SnapshotError::UnknownTarget(t.to_string())),
+            None => self.targets.keys().cloned().collect(),
+        };
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            let Some((frozen, feed)) = self.rings.freeze(&name) else {
+                continue;
+            };
+            let id = new_id(firing.fired_at, &name);
+            info!(
+                target = %name, id = %id, kind = firing.kind.as_str(), reason = %firing.reason,
+                windows = frozen.len(), "snapshot triggered; ring frozen, recording {} more",
+                crate::units::Secs(self.post_trigger)
+            );
+            self.set_progress(Progress {
+                id: id.clone(),
+                target: name.clone(),
+                phase: Phase::Recording,
+                trigger_kind: firing.kind,
+                reason: firing.reason.clone(),
+                fired_at: bundle::rfc3339(firing.fired_at),
+                path: None,
+                error: None,
+            });
+            let this = self.clone();
+            let firing = firing.clone();
+            let id2 = id.clone();
+            self.tasks
+                .spawn(async move { this.make(id2, name, firing, frozen, feed).await });
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Waits for every snapshot in flight, up to `deadline`. Returns how many
+    /// were still unfinished.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
+            return self
+                .progress
+                .lock()
+                .values()
+                .filter(|p| matches!(p.phase, Phase::Recording | Phase::Writing))
+                .count();
+        }
+        0
+    }
+
+    pub fn progress(&self, id: &str) -> Option<Progress> {
+        self.progress.lock().get(id).cloned()
+    }
+
+    /// Snapshots not yet durable (recording or writing) or failed since start.
+    pub fn unfinished(&self) -> Vec<Progress> {
+        self.progress
+            .lock()
+            .values()
+            .filter(|p| p.phase != Phase::Complete)
+            .cloned()
+            .collect()
+    }
+
+    fn set_progress(&self, p: Progress) {
+        let mut all = self.progress.lock();
+        all.insert(p.id.clone(), p);
+        while all.len() > REMEMBER {
+            let done = all
+                .iter()
+                .find(|(_, p)| matches!(p.phase, Phase::Complete | Phase::Failed))
+                .map(|(k, _)| k.clone());
+            match done {
+                Some(k) => {
+                    all.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Progress)) {
+        if let Some(p) = self.progress.lock().get_mut(id) {
+            f(p);
+        }
+    }
+
+    async fn make(
+        self: Arc<Self>,
+        id: String,
+        target: String,
+        firing: Firing,
+        frozen: Vec<Arc<Window>>,
+        mut feed: tokio::sync::broadcast::Receiver<Arc<Window>>,
+    ) {
+        let Some(meta) = self.targets.get(&target) else {
+            return;
+        };
+        let until = firing.fired_at + self.post_trigger;
+        // Enough for the window in flight to end, one more to start and end
+        // after `until`, and slack for a slow target.
+        let give_up = Instant::now() + self.post_trigger + meta.window * 2 + Duration::from_secs(10);
+        let last_frozen = frozen.last().map_or(0, |w| w.seq);
+        let mut windows = frozen;
+        let mut complete = false;
+        loop {
+            if windows
+                .last()
+                .is_some_and(|w| w.seq > last_frozen && w.received_at >= until)
+            {
+                complete = true;
+                break;
+            }
+            tokio::select! {
+                got = feed.recv() => match got {
+                    Ok(w) => {
+                        if w.seq > windows.last().map_or(0, |l| l.seq) {
+                            windows.push(w);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => warn!(target = %target, id = %id, missed = n, "snapshot missed windows while waiting"),
+                    Err(RecvError::Closed) => break,
+                },
+                _ = tokio::time::sleep_until(give_up.into()) => {
+                    warn!(target = %target, id = %id, "target produced no window covering post_trigger in time; writing what was recorded");
+                    break;
+                }
+                _ = self.recording_stopped.cancelled() => {
+                    while let Ok(w) = feed.try_recv() {
+                        if w.seq > windows.last().map_or(0, |l| l.seq) {
+                            windows.push(w);
+                        }
+                    }
+                    complete = windows.last().is_some_and(|w| w.seq > last_frozen && w.received_at >= until);
+                    break;
+                }
+            }
+        }
+        drop(feed);
+        self.update(&id, |p| p.phase = Phase::Writing);
+        let started = Instant::now();
+        let bundle_meta = BundleMeta {
+            id: id.clone(),
+            target: meta.info.clone(),
+            trigger: Trigger {
+                kind: firing.kind.as_str().into(),
+                reason: firing.reason.clone(),
+                fired_at: bundle::rfc3339(firing.fired_at),
+                details: firing.details.clone(),
+            },
+            post_trigger_seconds: self.post_trigger.as_secs_f64(),
+            post_trigger_complete: complete,
+        };
+        let spool = self.spool.clone();
+        let id2 = id.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            if windows.is_empty() {
+                return Err("the ring held no window and none arrived; is the target being recorded? (GET /v1/targets)".to_string());
+            }
+            let tmp = spool.partial_dir(&id2);
+            let result = bundle::write_into(&tmp, &bundle_meta, &windows)
+                .map_err(|e| e.to_string())
+                .and_then(|m| spool.commit(&id2).map(|p| (p, m)).map_err(|e| e.to_string()));
+            if result.is_err() {
+                spool.discard(&id2);
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("bundle writer panicked: {e}")));
+        let kind = firing.kind.as_str().to_string();
+        match written {
+            Ok((path, manifest)) => {
+                self.metrics
+                    .snapshot_write
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .snapshots
+                    .get_or_create(&KindResult {
+                        kind,
+                        result: "written".into(),
+                    })
+                    .inc();
+                info!(
+                    target = %target, id = %id, path = %path.display(), windows = manifest.windows.len(),
+                    bytes = manifest.total_bytes(), post_trigger_complete = complete,
+                    "snapshot bundle durable on disk"
+                );
+                self.update(&id, |p| {
+                    p.phase = Phase::Complete;
+                    p.path = Some(path);
+                });
+            }
+            Err(why) => {
+                self.metrics
+                    .snapshots
+                    .get_or_create(&KindResult {
+                        kind,
+                        result: "failed".into(),
+                    })
+                    .inc();
+                error!(target = %target, id = %id, error = %why, "snapshot failed");
+                self.update(&id, |p| {
+                    p.phase = Phase::Failed;
+                    p.error = Some(why);
+                });
+            }
+        }
+    }
+}
+
+/// `<UTC time>-<target>-<random>`: sorts by time, names the target, and two
+/// triggers in the same millisecond still differ.
+fn new_id(at: SystemTime, target: &str) -> String {
+    format!(
+        "{}-{}-{:04x}",
+        bundle::compact_time(at),
+        target,
+        rand::random::<u16>()
+    )
+}

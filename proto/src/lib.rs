@@ -1,0 +1,9 @@
+//! Protobuf types of flightrec: the snapshot bundle manifest (`manifest.pb`).
+
+/// `flightrec.v1`: bundle manifest.
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/flightrec.v1.rs"));
+}
+
+pub use prost::Message;
+pub use prost_types;
