@@ -270,3 +270,137 @@ pub fn coverage<'a>(windows: impl Iterator<Item = &'a Window> + Clone) -> Option
         target_clock,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Compression, Target};
+    use crate::trace_format::{GoVersion, TraceInfo};
+    use bytes::Bytes;
+
+    fn target(name: &str, max_windows: usize, max_bytes: u64, max_age: Duration) -> Target {
+        let mut t = crate::config::load(None, &std::collections::BTreeMap::new())
+            .expect("defaults")
+            .targets
+            .remove(0);
+        t.name = name.into();
+        t.max_windows = max_windows;
+        t.max_bytes = max_bytes;
+        t.max_age = max_age;
+        t
+    }
+
+    fn window(target: &str, seq: u64, bytes: usize, at: SystemTime) -> Arc<Window> {
+        let ticks = seq * 1_000;
+        Arc::new(Window {
+            target: target.into(),
+            seq,
+            requested_at: at - Duration::from_secs(1),
+            received_at: at,
+            info: TraceInfo {
+                version: GoVersion(26),
+                walked: true,
+                ends_cleanly: true,
+                whole_len: bytes,
+                batches: 1,
+                generations: 1,
+                freq: Some(1_000),
+                first_ts: Some(ticks),
+                last_ts: Some(ticks + 990),
+                clock: None,
+            },
+            truncation: None,
+            trimmed_bytes: 0,
+            raw_len: bytes as u64,
+            stored: Bytes::from(vec![0u8; bytes]),
+            compression: Compression::None,
+        })
+    }
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn at(secs: u64) -> SystemTime {
+        T0 + Duration::from_secs(1_000_000 + secs)
+    }
+
+    #[test]
+    fn count_bound_overwrites_the_oldest() {
+        let rings = Rings::new(&[target("a", 3, 1 << 30, Duration::from_secs(3600))], 1 << 30);
+        for i in 1..=5 {
+            rings.insert(window("a", i, 10, at(i)), at(i));
+        }
+        let (held, _) = rings.freeze("a").expect("known target");
+        assert_eq!(held.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(rings.status("a").map(|s| s.stored_bytes), Some(30));
+    }
+
+    #[test]
+    fn byte_and_age_bounds_evict_oldest_first() {
+        let rings = Rings::new(&[target("a", 100, 250, Duration::from_secs(10))], 1 << 30);
+        for i in 1..=4 {
+            rings.insert(window("a", i, 100, at(i)), at(i));
+        }
+        let seqs = |r: &Rings| {
+            r.freeze("a")
+                .expect("known")
+                .0
+                .iter()
+                .map(|w| w.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(&rings), vec![3, 4], "250 bytes hold two 100-byte windows");
+        let evicted = rings.expire(at(4 + 11));
+        assert_eq!(evicted.len(), 2);
+        assert!(evicted.iter().all(|(_, why)| *why == Eviction::Age));
+        assert_eq!(rings.total_bytes(), 0);
+    }
+
+    #[test]
+    fn global_budget_evicts_the_oldest_window_of_any_target() {
+        let forever = Duration::from_secs(3600);
+        let rings = Rings::new(
+            &[
+                target("a", 100, 1 << 30, forever),
+                target("b", 100, 1 << 30, forever),
+            ],
+            300,
+        );
+        rings.insert(window("a", 1, 100, at(1)), at(1));
+        rings.insert(window("b", 1, 100, at(2)), at(2));
+        rings.insert(window("a", 2, 100, at(3)), at(3));
+        let evicted = rings.insert(window("b", 2, 100, at(4)), at(4));
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(
+            (&*evicted[0].0.target, evicted[0].0.seq, evicted[0].1),
+            ("a", 1, Eviction::GlobalBudget)
+        );
+        assert_eq!(rings.total_bytes(), 300);
+    }
+
+    #[test]
+    fn frozen_windows_outlive_eviction_and_later_windows_reach_the_feed() {
+        let rings = Rings::new(&[target("a", 2, 1 << 30, Duration::from_secs(3600))], 1 << 30);
+        rings.insert(window("a", 1, 10, at(1)), at(1));
+        let (held, mut feed) = rings.freeze("a").expect("known");
+        rings.insert(window("a", 2, 10, at(2)), at(2));
+        rings.insert(window("a", 3, 10, at(3)), at(3));
+        assert_eq!(
+            held[0].seq, 1,
+            "evicted from the ring, still held by the snapshot"
+        );
+        assert_eq!(feed.try_recv().map(|w| w.seq).ok(), Some(2));
+        assert_eq!(feed.try_recv().map(|w| w.seq).ok(), Some(3));
+        assert!(rings.freeze("nope").is_none());
+    }
+
+    #[test]
+    fn coverage_uses_the_trace_clock_and_finds_the_largest_gap() {
+        let ws: Vec<Arc<Window>> = (1..=3).map(|i| window("a", i, 10, at(i))).collect();
+        let c = coverage(ws.iter().map(|w| w.as_ref())).expect("windows");
+        assert!(c.target_clock);
+        // Windows span 990 of every 1000 ticks at 1000 ticks/s.
+        assert_eq!(c.span, Duration::from_millis(2990));
+        assert_eq!(c.max_gap, Duration::from_millis(10));
+        assert!((c.ratio - 2970.0 / 2990.0).abs() < 1e-9, "{}", c.ratio);
+    }
+}

@@ -372,8 +372,13 @@ fn time_batch(info: &mut TraceInfo, batch: &Batch<'_>) {
         data: batch.body,
         pos: 1,
     };
-    let args = |cur: &mut Cursor<'_>, n: usize| -> Option<Vec<u64>> {
-        (0..n).map(|_| cur.uvarint().ok().flatten()).collect()
+    // Up to 5 uvarint arguments; `None` when the batch ends inside them.
+    let args = |cur: &mut Cursor<'_>, n: usize| -> Option<[u64; 5]> {
+        let mut out = [0u64; 5];
+        for slot in out.iter_mut().take(n) {
+            *slot = cur.uvarint().ok().flatten()?;
+        }
+        Some(out)
     };
     match batch.body[0] {
         EV_STACKS | EV_STRINGS => {}
@@ -455,5 +460,175 @@ pub fn sniff(data: &[u8]) -> String {
         format!("{:?}{more}", text)
     } else {
         format!("bytes {}{more}", hex::encode(head))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../tests/data/traces/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+    }
+
+    /// Real traces (tests/data/traces/README.md): file, Go minor version,
+    /// window length in ms.
+    const V2: [(&str, u16, u64); 5] = [
+        ("go1.22.trace", 22, 1000),
+        ("go1.23.trace", 23, 1000),
+        ("go1.25.trace", 25, 1000),
+        ("go1.26.trace", 26, 1000),
+        ("go1.26-busy.trace", 26, 250),
+    ];
+
+    #[test]
+    fn real_v2_traces_walk_cleanly_with_their_span() {
+        for (name, minor, window_ms) in V2 {
+            let data = fixture(name);
+            let info = inspect(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(info.version, GoVersion(minor), "{name}");
+            assert!(info.walked && info.ends_cleanly, "{name}: {info:?}");
+            assert_eq!(
+                info.whole_len,
+                if minor >= 26 { data.len() } else { info.whole_len },
+                "{name}"
+            );
+            assert!(info.batches > 2 && info.generations >= 1, "{name}: {info:?}");
+            // nanotime / 64 on linux/amd64.
+            assert_eq!(info.freq, Some(15_625_000), "{name}");
+            let span = info.end_ns().expect("end") - info.start_ns().expect("start");
+            let window = window_ms * 1_000_000;
+            assert!(
+                (window * 9 / 10..window * 13 / 10).contains(&span),
+                "{name}: {window_ms} ms window spans {span} ns"
+            );
+            assert_eq!(
+                info.clock.is_some(),
+                minor >= 25,
+                "{name}: clock snapshots arrived in Go 1.25"
+            );
+            let (keep, _) = keepable(&data, true).expect("keepable");
+            assert_eq!(keep, data.len(), "{name}: a complete trace is kept whole");
+        }
+    }
+
+    #[test]
+    fn target_wall_clock_comes_from_the_clock_snapshot() {
+        let data = fixture("go1.26.trace");
+        let info = inspect(&data).expect("valid");
+        let start = info.wall_ns(info.first_ts.expect("ts")).expect("wall");
+        let end = info.wall_ns(info.last_ts.expect("ts")).expect("wall");
+        // The fixture was captured in 2026.
+        assert!(start > 1_767_225_600 * 1_000_000_000u128, "{start}");
+        assert_eq!(
+            end - start,
+            u128::from(info.end_ns().expect("end") - info.start_ns().expect("start"))
+        );
+    }
+
+    #[test]
+    fn v1_traces_are_accepted_by_header_only() {
+        let info = inspect(&fixture("go1.21.trace")).expect("v1 accepted");
+        assert_eq!(info.version, GoVersion(21));
+        assert!(!info.walked);
+        assert_eq!(info.start_ns(), None);
+    }
+
+    #[test]
+    fn every_cut_of_a_real_trace_is_detected_and_trimmed_to_whole_generations() {
+        for (name, minor, _) in V2 {
+            let data = fixture(name);
+            let full = inspect(&data).expect("valid");
+            let mut kept_some = 0;
+            // About 300 cuts per file, at odd offsets so they land everywhere.
+            let step = (data.len() / 300).max(1) | 1;
+            for cut in (HEADER_LEN + 1..data.len()).step_by(step) {
+                let part = &data[..cut];
+                let info = inspect(part).unwrap_or_else(|e| panic!("{name} cut at {cut}: {e}"));
+                assert!(
+                    !info.ends_cleanly || minor < 26,
+                    "{name} cut at {cut} cannot end cleanly"
+                );
+                match keepable(part, false) {
+                    Ok((keep, trimmed)) => {
+                        kept_some += 1;
+                        assert!(keep < data.len() && keep > HEADER_LEN);
+                        assert!(
+                            trimmed.ends_cleanly,
+                            "{name} cut at {cut}: trimmed prefix must end cleanly"
+                        );
+                        assert!(trimmed.generations >= 1 && trimmed.generations <= full.generations);
+                        assert!(trimmed.last_ts <= full.last_ts);
+                    }
+                    Err(FormatError::NoWholeGeneration(n)) => assert_eq!(n, cut),
+                    Err(e) => panic!("{name} cut at {cut}: {e}"),
+                }
+            }
+            if full.generations > 1 {
+                assert!(kept_some > 0, "{name}: later cuts keep the first generation");
+            }
+        }
+    }
+
+    #[test]
+    fn corruption_is_reported_with_its_offset() {
+        let mut data = fixture("go1.26.trace");
+        data[HEADER_LEN] = 7;
+        match inspect(&data) {
+            Err(FormatError::Corrupt { offset, what }) => {
+                assert_eq!(offset, HEADER_LEN);
+                assert!(what.contains("expected a batch"), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A batch claiming more than Go's 64 KiB maximum.
+        let mut big = b"go 1.26 trace\0\0\0".to_vec();
+        big.extend_from_slice(&[1, 1, 1, 1, 0xff, 0xff, 0x3f]);
+        assert!(matches!(inspect(&big), Err(FormatError::Corrupt { .. })));
+        // A uvarint that never ends within 10 bytes.
+        let mut over = b"go 1.26 trace\0\0\0".to_vec();
+        over.push(1);
+        over.extend_from_slice(&[0xff; 11]);
+        assert!(matches!(inspect(&over), Err(FormatError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn bodies_that_are_not_traces_are_named() {
+        let html = b"<!DOCTYPE html><html><body>Sign in</body></html>";
+        match check_header(html) {
+            Err(FormatError::NotATrace(s)) => assert!(s.contains("<!DOCTYPE html>"), "{s}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check_header(b"{\"error\":1}"),
+            Err(FormatError::NotATrace(_))
+        ));
+        assert!(
+            matches!(check_header(&[0xde, 0xad, 0xbe, 0xef]), Err(FormatError::NotATrace(s)) if s.contains("deadbeef"))
+        );
+        assert_eq!(check_header(b""), Err(FormatError::Empty));
+        assert_eq!(check_header(b"go 1."), Err(FormatError::ShortHeader(5)));
+        assert_eq!(check_header(b"g"), Err(FormatError::ShortHeader(1)));
+        assert!(matches!(
+            check_header(b"go 1.x trace\0\0\0\0"),
+            Err(FormatError::NotATrace(_))
+        ));
+        assert!(matches!(
+            check_header(b"go 1.26 trace\0\0X"),
+            Err(FormatError::NotATrace(_))
+        ));
+        assert_eq!(check_header(b"go 1.5 trace\0\0\0\0"), Ok(GoVersion(5)));
+    }
+
+    #[test]
+    fn a_trace_of_only_a_header_has_no_generation_to_keep() {
+        let data = b"go 1.26 trace\0\0\0";
+        let info = inspect(data).expect("header only is a trace");
+        assert_eq!(info.batches, 0);
+        assert!(matches!(
+            keepable(data, false),
+            Err(FormatError::NoWholeGeneration(16))
+        ));
     }
 }
