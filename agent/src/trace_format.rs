@@ -358,13 +358,14 @@ fn read_batch<'a>(cur: &mut Cursor<'a>) -> Result<Option<Batch<'a>>, String> {
 /// Folds a batch's event timestamps into the window's span. Never fails: an
 /// event this walk cannot size only stops the timing of that batch.
 fn time_batch(info: &mut TraceInfo, batch: &Batch<'_>) {
+    // Go's parser dates each generation's sync event at its earliest batch
+    // header, so batch headers count toward the start; only events toward
+    // the end (string and stack batches are stamped when flushed).
+    info.first_ts = Some(info.first_ts.map_or(batch.ts, |f| f.min(batch.ts)));
     let mut seen = |ts: u64| {
         info.first_ts = Some(info.first_ts.map_or(ts, |f| f.min(ts)));
         info.last_ts = Some(info.last_ts.map_or(ts, |l| l.max(ts)));
     };
-    // Go's parser dates each generation's sync event at its earliest batch
-    // header, so batch headers count toward the start too.
-    seen(batch.ts);
     if batch.experimental || batch.body.is_empty() {
         return;
     }

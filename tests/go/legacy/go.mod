@@ -1,0 +1,3 @@
+module flightrec.test/legacy
+
+go 1.21
