@@ -392,6 +392,17 @@ impl Manifest {
         }
     }
 
+    /// The window holding the trigger moment (the one to open first), else
+    /// the last one. Times share one format, so text order is time order.
+    pub fn trigger_window(&self) -> Option<&WindowEntry> {
+        let fired = self.trigger.fired_at.as_str();
+        self.windows
+            .iter()
+            .find(|w| w.start.as_str() <= fired && fired <= w.end.as_str())
+            .or_else(|| self.windows.iter().find(|w| w.start.as_str() >= fired))
+            .or(self.windows.last())
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.windows.iter().map(|w| w.bytes).sum()
     }

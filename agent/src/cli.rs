@@ -73,13 +73,10 @@ pub async fn snapshot(args: SnapshotArgs) -> Result<Vec<PathBuf>, CliError> {
             match v["phase"].as_str() {
                 Some("complete") => {
                     let path = PathBuf::from(v["path"].as_str().unwrap_or_default());
-                    let first = v["manifest"]["windows"][0]["file"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
                     println!("snapshot {id} written: {}", path.display());
-                    if !first.is_empty() {
-                        println!("  open with: go tool trace {}", path.join(first).display());
+                    let manifest: Option<Manifest> = serde_json::from_value(v["manifest"].clone()).ok();
+                    if let Some(w) = manifest.as_ref().and_then(Manifest::trigger_window) {
+                        println!("  open with: go tool trace {}", path.join(&w.file).display());
                     }
                     paths.push(path);
                     break;
@@ -255,8 +252,12 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             );
         }
     }
-    if let Some(w) = m.windows.last() {
-        let _ = writeln!(s, "open with: go tool trace {}", dir.join(&w.file).display());
+    if let Some(w) = m.trigger_window() {
+        let _ = writeln!(
+            s,
+            "open the window holding the trigger: go tool trace {}",
+            dir.join(&w.file).display()
+        );
     }
     s
 }

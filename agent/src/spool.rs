@@ -55,10 +55,10 @@ impl Spool {
         let probe = dir.join(PARTIAL).join(".write-test");
         fs::write(&probe, b"ok").map_err(fail)?;
         let _ = fs::remove_file(&probe);
+        // Absolute, so paths in API answers and logs work from anywhere.
+        let dir = dir.canonicalize().map_err(fail)?;
         info!(dir = %dir.display(), "spool ready");
-        Ok(Spool {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Spool { dir })
     }
 
     pub fn dir(&self) -> &Path {

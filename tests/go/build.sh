@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# usage: tests/go/build.sh [DIR] [--no-legacy]
 # Builds the Go test fixtures into one directory (default <repo>/target/fixtures):
 #   fixture, tracecheck, loadgen   with the machine's Go (>= 1.26, see go.mod)
 #   legacy-go1.22, legacy-go1.21   the stdlib-only legacy/ service built with
@@ -13,7 +14,15 @@ GO122=go1.22.12
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-out="${1:-$repo/target/fixtures}"
+legacy=1
+args=()
+for a in "$@"; do
+	case "$a" in
+	--no-legacy) legacy=0 ;; # the demo needs only the machine's Go
+	*) args+=("$a") ;;
+	esac
+done
+out="${args[0]:-$repo/target/fixtures}"
 
 if ! command -v go >/dev/null 2>&1; then
 	echo "build.sh: the 'go' command is not in PATH; install Go 1.26 or newer (e.g. /usr/local/go/bin) and retry" >&2
@@ -27,6 +36,7 @@ out="$(cd "$out" && pwd)"
 echo "build.sh: $(go version) -> $out" >&2
 (cd "$here" && go build -buildvcs=false -o "$out/" ./cmd/fixture ./cmd/tracecheck ./cmd/loadgen)
 
+[[ $legacy == 1 ]] || exit 0
 for tc in "$GO122" "$GO121"; do
 	minor="${tc%.*}" # go1.22.12 -> go1.22
 	echo "build.sh: legacy with $tc -> $out/legacy-$minor" >&2

@@ -1,0 +1,36 @@
+# flightrec container image: a static-ish Rust binary on a slim Debian base,
+# running as an unprivileged user.
+#
+#   docker build -t flightrec .
+#   docker run --network host -v flightrec-data:/var/lib/flightrec flightrec
+#
+# Config: /etc/flightrec/flightrec.toml if mounted (pass `--config`), else the
+# built-in defaults with the spool at /var/lib/flightrec. Every key can be set
+# with FLIGHTREC_SECTION__KEY environment variables.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock rustfmt.toml ./
+COPY agent agent
+COPY proto proto
+# The integration tests live outside the image; only the binary is built.
+RUN cargo build --release --locked -p flightrec \
+ && install -D -m 0755 target/release/flightrec /out/flightrec
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 flightrec \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin flightrec \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/flightrec \
+ && install -d -m 0755 /etc/flightrec
+COPY --from=build /out/flightrec /usr/local/bin/flightrec
+USER 10001:10001
+WORKDIR /var/lib/flightrec
+ENV FLIGHTREC_SNAPSHOTS__DIR=/var/lib/flightrec \
+    FLIGHTREC_LOG__FORMAT=json
+VOLUME ["/var/lib/flightrec"]
+EXPOSE 7070
+ENTRYPOINT ["/usr/local/bin/flightrec"]
+CMD ["run"]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (tests/setup.sh), checks
+# formatting and lints, runs every unit and integration test against real Go
+# services, Prometheus, Alertmanager, S3 and Azure servers, then runs the
+# README's demo as a smoke test. Extra arguments go to `cargo test`.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+bash tests/setup.sh
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace --locked "$@"
+echo "== demo (deploy/demo/run.sh)" >&2
+DEMO_PROFILE=debug bash deploy/demo/run.sh
+echo "== all tests passed" >&2
