@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -103,6 +104,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The request body, or a JSON answer saying why it was refused (413 past
+/// `server.max_body`).
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is larger than server.max_body".to_string()
+        } else {
+            format!("cannot read the request body: {}", r.body_text())
+        };
+        ApiError::new(status, message)
+    })
+}
+
 /// Parses a JSON body with an answer that says what is wrong with it.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -124,20 +139,61 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready once config is loaded, the API is bound and collectors run. Targets
+/// that are not recording are listed; they fail readiness only with
+/// `server.ready_requires_targets`, because in a sidecar an unready
+/// flightrec takes the whole pod, service included, out of rotation.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    if !state.ready.load(Ordering::Acquire) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting or shutting down").into_response();
     }
+    let now = std::time::SystemTime::now();
+    let stale: Vec<&str> = state
+        .config
+        .targets
+        .iter()
+        .filter(|t| {
+            let status = state.statuses.get(&t.name).map(|s| s.lock().clone());
+            let window = status.as_ref().map_or(t.window, |s| s.window);
+            let fresh_within = window * 3 + std::time::Duration::from_secs(10);
+            let last = status.and_then(|s| s.last_window_at);
+            !last.is_some_and(|at| now.duration_since(at).is_ok_and(|age| age <= fresh_within))
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    let body = json!({ "status": "ready", "targets_not_recording": stale });
+    if state.config.server.ready_requires_targets && !stale.is_empty() {
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return r;
+    }
+    Json(body).into_response()
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
-        .into_response()
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic
+/// text format otherwise.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let wants_om = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if wants_om {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.render_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            state.metrics.render_text(),
+        )
+            .into_response()
+    }
 }
 
 async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -197,10 +253,10 @@ struct SnapshotRequest {
 async fn create_snapshot(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let req: SnapshotRequest = parse_json(&body)?;
+    let req: SnapshotRequest = parse_json(&body_bytes(body)?)?;
     let reason = req.reason.unwrap_or_else(|| "requested through the API".into());
     if reason.len() > 1024 {
         return Err(ApiError::new(

@@ -51,6 +51,8 @@ pub enum RunError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("cannot use tls.ca_file {path}: {why}")]
+    Tls { path: String, why: String },
     #[error("API server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -70,16 +72,48 @@ fn load_token(config: &Config) -> Result<Option<Secret>, RunError> {
     Ok(config.server.token.clone())
 }
 
+/// What the agent learns from outside its config file.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Receives the API address once listening.
+    pub bound: Option<oneshot::Sender<SocketAddr>>,
+    /// Set when started by systemd with `Type=notify`.
+    pub systemd: Option<crate::config::Systemd>,
+}
+
+fn load_ca(config: &Config) -> Result<Vec<reqwest::Certificate>, RunError> {
+    let Some(path) = &config.tls.ca_file else {
+        return Ok(Vec::new());
+    };
+    let fail = |why: String| RunError::Tls {
+        path: path.display().to_string(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
 /// Runs the agent until `shutdown` is cancelled, then stops in order: no new
 /// snapshots, let those recording finish (bounded), stop collectors, write
-/// what is left, stop the API. `bound` receives the API address once listening.
-pub async fn run(
-    config: Config,
-    shutdown: CancellationToken,
-    bound: Option<oneshot::Sender<SocketAddr>>,
-) -> Result<(), RunError> {
+/// what is left, stop the API.
+pub async fn run(config: Config, shutdown: CancellationToken, options: RunOptions) -> Result<(), RunError> {
     let spool = Arc::new(Spool::open(&config.snapshots.dir)?);
     let token = load_token(&config)?;
+    let extra_roots = load_ca(&config)?;
+    let notifier = match &options.systemd {
+        Some(sd) => match crate::systemd::Notifier::new(sd) {
+            Ok(n) => Some(Arc::new(n)),
+            Err(e) => {
+                warn!(error = %e, "NOTIFY_SOCKET is set but unusable; not notifying systemd");
+                None
+            }
+        },
+        None => None,
+    };
     let metrics = Metrics::new();
     metrics.ring_global_budget.set(config.ring.max_bytes as i64);
     let rings = Arc::new(Rings::new(&config.targets, config.ring.max_bytes));
@@ -110,7 +144,7 @@ pub async fn run(
     let collectors = TaskTracker::new();
     let mut statuses = BTreeMap::new();
     for target in &config.targets {
-        let client = Collector::client_for(target).map_err(|source| RunError::Client {
+        let client = Collector::client_for(target, &extra_roots).map_err(|source| RunError::Client {
             target: target.name.clone(),
             source,
         })?;
@@ -155,8 +189,16 @@ pub async fn run(
     });
     state.ready.store(true, Ordering::Release);
     info!(addr = %addr, dir = %spool.dir().display(), targets = config.targets.len(), "flightrec listening on http://{addr}");
-    if let Some(tx) = bound {
+    if let Some(tx) = options.bound {
         let _ = tx.send(addr);
+    }
+    let watchdog_stop = CancellationToken::new();
+    if let Some(n) = &notifier {
+        n.ready(&format!(
+            "recording {} targets; API on {addr}",
+            config.targets.len()
+        ));
+        tokio::spawn(n.clone().watchdog(watchdog_stop.clone()));
     }
 
     // The server only ends early on an I/O failure; shut down in order then too.
@@ -166,6 +208,9 @@ pub async fn run(
     };
 
     info!("shutting down: no new snapshots; finishing those in flight");
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     state.ready.store(false, Ordering::Release);
     closing.cancel();
     let left = snapshots.drain(SHUTDOWN_GRACE).await;
@@ -201,6 +246,7 @@ pub async fn run(
         Ok(Err(e)) => return Err(RunError::Serve(e)),
         Err(e) => warn!(error = %e, "API server task failed"),
     }
+    watchdog_stop.cancel();
     info!("stopped");
     Ok(())
 }

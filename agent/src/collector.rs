@@ -127,8 +127,15 @@ impl Collector {
 
     /// An HTTP client suited to one target: one kept-alive connection, no
     /// overall timeout (a window lasts as long as it lasts), a connect timeout.
-    pub fn client_for(target: &Target) -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
+    pub fn client_for(
+        target: &Target,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        for cert in extra_roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        builder
             .connect_timeout(target.connect_timeout)
             .pool_max_idle_per_host(1)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -159,6 +166,7 @@ impl Collector {
             .in_current_span(),
         );
         let labels = self.metrics.target(&self.name);
+        self.metrics.freshness.started(&self.name);
         let mut window = self.target.window;
         self.metrics
             .window_seconds
@@ -397,10 +405,14 @@ fn backoff(err: &WindowError, failures: u32, max: Duration) -> Duration {
 }
 
 fn request_error(e: &reqwest::Error) -> WindowError {
+    let mut text = error_chain(e);
+    if text.to_lowercase().contains("certificate") {
+        text.push_str("; if the target's certificate comes from a private CA, set tls.ca_file to its PEM");
+    }
     if e.is_connect() {
-        WindowError::Connect(error_chain(e))
+        WindowError::Connect(text)
     } else {
-        WindowError::Request(error_chain(e))
+        WindowError::Request(text)
     }
 }
 

@@ -77,6 +77,7 @@ pub fn window_kept(m: &Metrics, w: &Window, received: u64) {
         .unwrap_or_default()
         .as_secs_f64();
     m.last_window.get_or_create(&labels).set(now);
+    m.freshness.window_kept(&w.target);
     match &w.truncation {
         None => debug!(
 

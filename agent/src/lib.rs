@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ring;
 pub mod snapshot;
 pub mod spool;
+pub mod systemd;
 pub mod trace_format;
 pub mod units;
 pub mod window;

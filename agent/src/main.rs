@@ -160,9 +160,12 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
+        // The metadata "target" (module path) would collide with the `target`
+        // field every line about a target carries; the target name wins.
         builder
             .json()
             .flatten_event(true)
+            .with_target(false)
             .with_current_span(true)
             .with_span_list(false)
             .init();
@@ -196,7 +199,11 @@ fn run(config_path: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCo
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
-        app::run(config, shutdown, None).await
+        let options = app::RunOptions {
+            systemd: config::systemd(&ProcessEnv),
+            ..Default::default()
+        };
+        app::run(config, shutdown, options).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

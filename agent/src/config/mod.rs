@@ -51,6 +51,7 @@ pub struct Config {
     pub snapshots: Snapshots,
     pub ring: Ring,
     pub log: Log,
+    pub tls: Tls,
     pub targets: Vec<Target>,
 }
 
@@ -63,6 +64,17 @@ pub struct Server {
     pub token: Option<Secret>,
     /// Largest request body accepted.
     pub max_body: u64,
+    /// When true, `/readyz` fails while any target has not given a window
+    /// recently. Off by default: a recorder must never take its service out
+    /// of rotation.
+    pub ready_requires_targets: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// PEM file of extra CA certificates trusted for outbound HTTPS (targets,
+    /// probes, sinks), on top of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,8 +366,20 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         token_file: server_t.string("token_file", problems).map(PathBuf::from),
         token: server_t.string("token", problems).map(Secret),
         max_body: server_t.size("max_body", 1 << 20, problems),
+        ready_requires_targets: server_t.bool("ready_requires_targets", false, problems),
     };
     server_t.finish(problems);
+
+    let mut tls_t = root.table("tls", problems);
+    let tls = Tls {
+        ca_file: tls_t.string("ca_file", problems).map(PathBuf::from),
+    };
+    if let Some(f) = &tls.ca_file {
+        if !f.is_file() {
+            problems.push(tls_t.problem("ca_file", format!("{} is not a readable file", f.display())));
+        }
+    }
+    tls_t.finish(problems);
 
     let mut snap_t = root.table("snapshots", problems);
     let snapshots = Snapshots {
@@ -413,8 +437,36 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         snapshots,
         ring,
         log,
+        tls,
         targets,
     }
+}
+
+/// What systemd tells a `Type=notify` service through its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Systemd {
+    /// `NOTIFY_SOCKET`: a path, or `@name` for an abstract socket.
+    pub notify_socket: String,
+    /// `WATCHDOG_USEC`, when the unit sets `WatchdogSec=` for this process.
+    pub watchdog: Option<Duration>,
+}
+
+/// Reads systemd's notify variables; `None` when not started by systemd.
+pub fn systemd(env: &dyn Env) -> Option<Systemd> {
+    let vars: BTreeMap<String, String> = env.vars().into_iter().collect();
+    let notify_socket = vars.get("NOTIFY_SOCKET").filter(|s| !s.is_empty())?.clone();
+    let for_us = vars
+        .get("WATCHDOG_PID")
+        .is_none_or(|pid| pid.parse::<u32>().ok() == Some(std::process::id()));
+    let watchdog = vars
+        .get("WATCHDOG_USEC")
+        .and_then(|u| u.parse::<u64>().ok())
+        .filter(|u| *u > 0 && for_us)
+        .map(Duration::from_micros);
+    Some(Systemd {
+        notify_socket,
+        watchdog,
+    })
 }
 
 fn default_target() -> Target {

@@ -1,5 +1,9 @@
 //! The Prometheus registry and every metric family the agent exports at `/metrics`.
 
+mod process;
+
+pub use process::{rusage, Freshness};
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -32,6 +36,11 @@ pub struct TargetResult {
 pub struct KindResult {
     pub kind: String,
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -76,6 +85,8 @@ pub struct Metrics {
     pub snapshots: Family<KindResult, Counter>,
     /// Time from trigger to bundle durable on disk, not counting post_trigger.
     pub snapshot_write: Histogram,
+    /// When each target last gave a good window.
+    pub freshness: Arc<Freshness>,
 }
 
 impl Metrics {
@@ -97,6 +108,7 @@ impl Metrics {
             window_gap: Family::new_with_constructor(gap_histogram),
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
+            freshness: Arc::new(Freshness::default()),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +194,15 @@ impl Metrics {
             Unit::Seconds,
             m.snapshot_write.clone(),
         );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("build_info", "Version of the running agent", build);
+        registry.register_collector(Box::new(process::ProcessCollector::new()));
+        registry.register_collector(Box::new(m.freshness.clone()));
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -198,11 +219,71 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The OpenMetrics exposition (what Prometheus asks for first).
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// The classic Prometheus text format 0.0.4, for scrapers and tools that
+    /// do not speak OpenMetrics (and people with curl).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render_openmetrics())
+    }
+}
+
+/// OpenMetrics names a counter family without `_total` in HELP/TYPE and adds
+/// UNIT and EOF lines; the 0.0.4 text format names it as its samples are
+/// named and knows neither line.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_by_their_samples_and_drops_openmetrics_lines() {
+        let m = Metrics::new();
+        m.windows
+            .get_or_create(&TargetResult {
+                target: "a".into(),
+                result: "complete".into(),
+            })
+            .inc();
+        m.received_bytes.get_or_create(&m.target("a")).inc_by(10);
+        let om = m.render_openmetrics();
+        assert!(om.contains("# TYPE flightrec_windows counter") && om.ends_with("# EOF\n"));
+        let text = m.render_text();
+        assert!(
+            text.contains("# HELP flightrec_windows_total Trace windows"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE flightrec_windows_total counter"));
+        assert!(text.contains("# TYPE flightrec_received_bytes_total counter"));
+        assert!(text.contains("flightrec_received_bytes_total{target=\"a\"} 10"));
+        assert!(text.contains("# TYPE flightrec_ring_global_bytes gauge"));
+        assert!(!text.contains("# UNIT") && !text.contains("# EOF"));
     }
 }
