@@ -1,21 +1,23 @@
-# flightrec container image: a static-ish Rust binary on a slim Debian base,
-# running as an unprivileged user.
+# flightrec container image: the Rust binary on a slim Debian base, running
+# as an unprivileged user (uid 10001) with a read-only-friendly layout.
 #
 #   docker build -t flightrec .
 #   docker run --network host -v flightrec-data:/var/lib/flightrec flightrec
 #
-# Config: /etc/flightrec/flightrec.toml if mounted (pass `--config`), else the
-# built-in defaults with the spool at /var/lib/flightrec. Every key can be set
-# with FLIGHTREC_SECTION__KEY environment variables.
+# Paths: config at /etc/flightrec/flightrec.toml (mount it and pass
+# `run --config /etc/flightrec/flightrec.toml`), bundles (the spool) at
+# /var/lib/flightrec. Without a config the built-in defaults apply, with the
+# spool moved to /var/lib/flightrec. Every key can be set with
+# FLIGHTREC_SECTION__KEY variables.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY agent agent
 COPY proto proto
-# The integration tests live outside the image; only the binary is built.
-RUN cargo build --release --locked -p flightrec \
- && install -D -m 0755 target/release/flightrec /out/flightrec
+COPY deploy/docker/build.sh deploy/docker/build.sh
+# The same script tests/run.sh runs: cargo build --release --locked.
+RUN deploy/docker/build.sh /out
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (tests/setup.sh), checks
 # formatting and lints, runs every unit and integration test against real Go
-# services, Prometheus, Alertmanager, S3 and Azure servers, then runs the
-# README's demo as a smoke test. Extra arguments go to `cargo test`.
+# services, Prometheus, Alertmanager, S3 and Azure servers, builds the release
+# binary with the Dockerfile's build script, then runs the README's demo as a
+# smoke test. Extra arguments go to `cargo test`.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +17,8 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --locked "$@"
-echo "== demo (deploy/demo/run.sh)" >&2
-DEMO_PROFILE=debug bash deploy/demo/run.sh
+echo "== container build script (deploy/docker/build.sh, the Dockerfile's build stage)" >&2
+bash deploy/docker/build.sh target/docker-out
+echo "== demo (deploy/demo/run.sh, reusing that release build)" >&2
+bash deploy/demo/run.sh
 echo "== all tests passed" >&2

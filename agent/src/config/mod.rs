@@ -768,6 +768,22 @@ mod tests {
     }
 
     #[test]
+    fn env_overrides_reach_labels_of_an_array_entry() {
+        // The Kubernetes sidecar example sets labels from the downward API.
+        let c = load_str(
+            "[[targets]]\nname = \"app\"\nlabels = { service = \"x\" }\n",
+            &env(&[
+                ("FLIGHTREC_TARGETS__0__LABELS__POD", "checkout-7d9f"),
+                ("FLIGHTREC_TARGETS__0__LABELS__SERVICE", "checkout"),
+            ]),
+        )
+        .expect("valid");
+        let labels = &c.targets[0].labels;
+        assert_eq!(labels.get("pod").map(String::as_str), Some("checkout-7d9f"));
+        assert_eq!(labels.get("service").map(String::as_str), Some("checkout"));
+    }
+
+    #[test]
     fn env_override_errors_name_the_key() {
         let err = load(None, &env(&[("FLIGHTREC_SNAPSHOTS__POST_TRIGGER", "soon")])).unwrap_err();
         assert!(
