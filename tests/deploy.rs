@@ -265,15 +265,18 @@ fn kubernetes_manifests_parse_and_carry_what_matters() {
     assert!(config.contains("dir = \"/var/lib/flightrec\""));
 
     if have("kubectl") {
-        for overlay in ["deploy/kubernetes/sidecar"] {
+        let kustomizations = all.iter().filter(|(p, _)| p.ends_with("kustomization.yaml"));
+        for (path, _) in kustomizations {
+            let dir = path.parent().expect("dir");
             let out = Command::new("kubectl")
-                .args(["kustomize"])
-                .arg(repo_root().join(overlay))
+                .arg("kustomize")
+                .arg(dir)
                 .output()
                 .expect("kubectl kustomize");
             assert!(
                 out.status.success(),
-                "{overlay}: {}",
+                "{}: {}",
+                dir.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
