@@ -173,94 +173,212 @@ pub fn check_header(data: &[u8]) -> Result<GoVersion, FormatError> {
 /// Walks a whole window. `Ok` means the bytes are a Go trace; see
 /// [`TraceInfo::ends_cleanly`] and [`TraceInfo::whole_len`] for a cut one.
 pub fn inspect(data: &[u8]) -> Result<TraceInfo, FormatError> {
-    let version = check_header(data)?;
-    let mut info = TraceInfo {
-        version,
-        walked: false,
-        ends_cleanly: true,
-        whole_len: data.len(),
-        batches: 0,
-        generations: 0,
-        freq: None,
-        first_ts: None,
-        last_ts: None,
-        clock: None,
-    };
-    if !version.is_v2() {
-        return Ok(info);
-    }
-    info.walked = true;
-    let mut cur = Cursor {
-        data,
-        pos: HEADER_LEN,
-    };
-    let mut gen: Option<u64> = None;
-    // End of the last generation known to be whole. Go >= 1.26 marks it in
-    // band; before, a generation is known whole only once the next one starts.
-    let mut whole_len = HEADER_LEN;
-    let mut cut = false;
-    while cur.pos < data.len() {
-        let batch_start = cur.pos;
-        if data[cur.pos] == EV_END_OF_GENERATION && version.marks_generation_end() {
-            cur.pos += 1;
-            info.generations += 1;
-            whole_len = cur.pos;
-            gen = None;
-            continue;
-        }
-        match read_batch(&mut cur) {
-            Ok(Some(batch)) => {
-                if gen != Some(batch.gen) {
-                    if gen.is_some() && !version.marks_generation_end() {
-                        info.generations += 1;
-                        whole_len = batch_start;
-                    }
-                    gen = Some(batch.gen);
-                }
-                info.batches += 1;
-                time_batch(&mut info, &batch);
-            }
-            Ok(None) => {
-                cut = true;
-                break;
-            }
-            Err(what) => {
-                return Err(FormatError::Corrupt {
-                    offset: batch_start,
-                    what,
-                })
-            }
-        }
-    }
-    info.whole_len = whole_len;
-    info.ends_cleanly = !cut
-        && if version.marks_generation_end() {
-            whole_len == data.len()
-        } else {
-            true
-        };
-    if info.ends_cleanly && !version.marks_generation_end() && gen.is_some() {
-        // Counted as whole on the assumption that the stream ended normally;
-        // `keepable` drops it when the transport says otherwise.
-        info.generations += 1;
-    }
-    Ok(info)
+    let mut w = Walker::new();
+    w.feed(data)?;
+    w.info()
 }
 
 /// The prefix of `data` that Go's parser will accept, and its info: all of it
 /// when the trace ended normally, else the whole generations before the cut.
 /// `stream_complete` is whether the transport delivered the whole response.
 pub fn keepable(data: &[u8], stream_complete: bool) -> Result<(usize, TraceInfo), FormatError> {
-    let info = inspect(data)?;
-    if !info.walked || (info.ends_cleanly && stream_complete) {
-        return Ok((data.len(), info));
+    let mut w = Walker::new();
+    w.feed(data)?;
+    w.finish(stream_complete)
+}
+
+/// Walks a trace as it streams in, chunk by chunk, without holding it: only
+/// an incomplete batch (at most 64 KiB) is carried from one chunk to the next.
+pub struct Walker {
+    /// The first bytes, kept to describe a body that is not a trace.
+    first: Vec<u8>,
+    version: Option<GoVersion>,
+    /// Bytes of a batch not yet complete.
+    carry: Vec<u8>,
+    /// Stream offset of `carry[0]`.
+    consumed: usize,
+    info: TraceInfo,
+    /// `info` as of the end of the last generation known to be whole.
+    whole: TraceInfo,
+    gen: Option<u64>,
+}
+
+impl Default for Walker {
+    fn default() -> Self {
+        Self::new()
     }
-    let keep = info.whole_len;
-    if keep <= HEADER_LEN {
-        return Err(FormatError::NoWholeGeneration(data.len()));
+}
+
+impl Walker {
+    pub fn new() -> Self {
+        let blank = TraceInfo {
+            version: GoVersion(0),
+            walked: false,
+            ends_cleanly: true,
+            whole_len: HEADER_LEN,
+            batches: 0,
+            generations: 0,
+            freq: None,
+            first_ts: None,
+            last_ts: None,
+            clock: None,
+        };
+        Walker {
+            first: Vec::with_capacity(48),
+            version: None,
+            carry: Vec::new(),
+            consumed: 0,
+            info: blank.clone(),
+            whole: blank,
+            gen: None,
+        }
     }
-    let trimmed = inspect(&data[..keep])?;
-    Ok((keep, trimmed))
+
+    /// The Go version, once the header has been seen.
+    pub fn version(&self) -> Option<GoVersion> {
+        self.version
+    }
+
+    /// Bytes fed so far.
+    pub fn received(&self) -> usize {
+        match self.version {
+            Some(_) => self.consumed + self.carry.len(),
+            None => self.first.len(),
+        }
+    }
+
+    /// Takes the next bytes of the stream. Fails as soon as they cannot be a
+    /// Go trace (the first bytes) or the framing breaks.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), FormatError> {
+        if self.version.is_none() {
+            let take = (48 - self.first.len()).min(data.len());
+            self.first.extend_from_slice(&data[..take]);
+            match check_header(&self.first) {
+                Ok(v) => {
+                    self.version = Some(v);
+                    self.info.version = v;
+                    self.info.walked = v.is_v2();
+                    self.whole = self.info.clone();
+                    self.consumed = HEADER_LEN;
+                    // What followed the header in `first` is walked below.
+                    let extra = self.first.len() - HEADER_LEN;
+                    let rest = self.first[HEADER_LEN..].to_vec();
+                    data = &data[take..];
+                    if extra > 0 {
+                        self.feed_body(&rest)?;
+                    }
+                }
+                Err(FormatError::ShortHeader(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.feed_body(data)
+    }
+
+    fn feed_body(&mut self, data: &[u8]) -> Result<(), FormatError> {
+        if !self.info.walked {
+            self.consumed += data.len();
+            return Ok(());
+        }
+        self.carry.extend_from_slice(data);
+        let carry = std::mem::take(&mut self.carry);
+        let walked = self.walk(&carry);
+        self.carry = carry;
+        let used = walked?;
+        self.carry.drain(..used);
+        self.consumed += used;
+        Ok(())
+    }
+
+    /// Walks whole batches of `data` (which starts at stream offset
+    /// `self.consumed`); returns how many bytes they took.
+    fn walk(&mut self, data: &[u8]) -> Result<usize, FormatError> {
+        let version = self.info.version;
+        let base = self.consumed;
+        let mut cur = Cursor { data, pos: 0 };
+        while cur.pos < data.len() {
+            let start = cur.pos;
+            if data[start] == EV_END_OF_GENERATION && version.marks_generation_end() {
+                cur.pos += 1;
+                self.info.generations += 1;
+                self.info.whole_len = base + cur.pos;
+                self.gen = None;
+                self.whole = self.info.clone();
+                continue;
+            }
+            match read_batch(&mut cur) {
+                Ok(Some(batch)) => {
+                    if self.gen != Some(batch.gen) {
+                        // Before Go 1.26 a generation is known whole only once
+                        // the next one starts.
+                        if self.gen.is_some() && !version.marks_generation_end() {
+                            self.info.generations += 1;
+                            self.info.whole_len = base + start;
+                            self.whole = self.info.clone();
+                        }
+                        self.gen = Some(batch.gen);
+                    }
+                    self.info.batches += 1;
+                    time_batch(&mut self.info, &batch);
+                }
+                Ok(None) => return Ok(start),
+                Err(what) => {
+                    return Err(FormatError::Corrupt {
+                        offset: base + start,
+                        what,
+                    })
+                }
+            }
+        }
+        Ok(cur.pos)
+    }
+
+    fn header_error(&self) -> FormatError {
+        if self.first.is_empty() {
+            FormatError::Empty
+        } else {
+            FormatError::ShortHeader(self.first.len())
+        }
+    }
+
+    /// What the bytes so far are, as if the stream ended here.
+    pub fn info(&self) -> Result<TraceInfo, FormatError> {
+        let Some(version) = self.version else {
+            return Err(self.header_error());
+        };
+        let mut info = self.info.clone();
+        if !info.walked {
+            info.whole_len = self.received();
+            return Ok(info);
+        }
+        let cut = !self.carry.is_empty();
+        info.ends_cleanly = !cut && (!version.marks_generation_end() || info.whole_len == self.received());
+        if info.ends_cleanly && !version.marks_generation_end() && self.gen.is_some() {
+            // Counted as whole on the assumption that the stream ended
+            // normally; `finish` drops it when the transport says otherwise.
+            info.generations += 1;
+        }
+        Ok(info)
+    }
+
+    /// How many bytes to keep and what they hold: everything when the trace
+    /// ended normally, else the whole generations before the cut.
+    pub fn finish(&self, stream_complete: bool) -> Result<(usize, TraceInfo), FormatError> {
+        let mut info = self.info()?;
+        let total = self.received();
+        if !info.walked || (info.ends_cleanly && stream_complete) {
+            info.whole_len = total;
+            return Ok((total, info));
+        }
+        let keep = self.whole.whole_len;
+        if keep <= HEADER_LEN {
+            return Err(FormatError::NoWholeGeneration(total));
+        }
+        let mut whole = self.whole.clone();
+        whole.ends_cleanly = true;
+        whole.whole_len = keep;
+        Ok((keep, whole))
+    }
 }
 
 struct Batch<'a> {
@@ -512,6 +630,47 @@ mod tests {
             let (keep, _) = keepable(&data, true).expect("keepable");
             assert_eq!(keep, data.len(), "{name}: a complete trace is kept whole");
         }
+    }
+
+    #[test]
+    fn streaming_in_any_chunk_sizes_finds_what_one_walk_finds() {
+        for (name, _, _) in V2 {
+            let data = fixture(name);
+            let whole = inspect(&data).expect("valid");
+            for chunk in [1, 7, 100, 4096, 16 << 10, 70_000] {
+                let mut w = Walker::new();
+                for piece in data.chunks(chunk) {
+                    w.feed(piece)
+                        .unwrap_or_else(|e| panic!("{name} in {chunk}-byte chunks: {e}"));
+                }
+                assert_eq!(w.received(), data.len());
+                assert_eq!(w.info().expect("info"), whole, "{name} in {chunk}-byte chunks");
+                let cut = data.len() * 2 / 3;
+                let mut w = Walker::new();
+                for piece in data[..cut].chunks(chunk) {
+                    w.feed(piece).expect("prefix walks");
+                }
+                assert_eq!(
+                    w.finish(false).ok(),
+                    keepable(&data[..cut], false).ok(),
+                    "{name} cut, {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_trace_fails_on_its_first_bytes() {
+        let mut w = Walker::new();
+        match w.feed(b"<") {
+            Err(FormatError::NotATrace(s)) => assert!(s.contains('<'), "{s}"),
+            other => panic!("{other:?}"),
+        }
+        let mut w = Walker::new();
+        w.feed(b"go 1.2").expect("could still be a header");
+        assert_eq!(w.version(), None);
+        w.feed(b"6 trace\0\0\0").expect("a header");
+        assert_eq!(w.version(), Some(GoVersion(26)));
     }
 
     #[test]
