@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
@@ -20,14 +19,17 @@ use crate::config::{Compression, Target};
 use crate::events::{self, WindowError};
 use crate::metrics::Metrics;
 use crate::ring::Rings;
-use crate::trace_format::{self, FormatError};
-use crate::window::{self, Truncation, Window};
+use crate::trace_format::{FormatError, Walker};
+use crate::window::{Builder, Truncation, Window};
 
 /// Largest error body read from a target (500 / 400 answers).
 const MAX_ERROR_BODY: usize = 4096;
-/// Windows waiting for validation and compression. Two is enough: one being
-/// processed while the next is read; more only hides a CPU shortage.
+/// Windows waiting for their last blocks and the ring. Two is enough: one
+/// being finished while the next is read; more only hides a CPU shortage.
 const PROCESS_QUEUE: usize = 2;
+/// Raw bytes allowed to wait for compression within one window before the
+/// rest of it is dropped (the target is still read at full speed).
+const MAX_BACKLOG: usize = 8 * crate::window::BLOCK;
 
 /// What the API shows about a target's collector.
 #[derive(Debug, Clone)]
@@ -79,13 +81,48 @@ pub fn new_status(target: &Target) -> SharedStatus {
     }))
 }
 
-/// A window's bytes as received, before validation.
+/// A window as received: walked and stored in blocks, not yet checked whole.
 struct Captured {
     seq: u64,
     requested_at: SystemTime,
     received_at: SystemTime,
-    data: Bytes,
+    walker: Walker,
+    builder: Builder,
+    reservation: Reservation,
     truncation: Option<Truncation>,
+}
+
+/// Room reserved in the ring for the window being recorded; given back if
+/// the window is dropped.
+struct Reservation {
+    rings: Arc<Rings>,
+    target: Arc<str>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Reserves up to `total` bytes, returning what that evicted.
+    fn grow_to(&mut self, total: u64) -> Vec<(Arc<Window>, crate::ring::Eviction)> {
+        if total <= self.bytes {
+            return Vec::new();
+        }
+        let more = total - self.bytes;
+        self.bytes = total;
+        self.rings.reserve(&self.target, more)
+    }
+
+    /// Hands the reserved bytes over to the window taking their place.
+    fn into_window(mut self) -> u64 {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.rings.release(&self.target, self.bytes);
+        }
+    }
 }
 
 /// Why an attempt ended without bytes to keep.
@@ -268,8 +305,14 @@ impl Collector {
         }
 
         let cap = self.target.max_window_bytes as usize;
-        let mut buf = BytesMut::with_capacity(self.expected_size(cap));
-        let mut header_ok = false;
+        let mut walker = Walker::new();
+        let mut builder = Builder::new(self.target.compression);
+        let mut reservation = Reservation {
+            rings: self.rings.clone(),
+            target: self.name.clone(),
+            bytes: 0,
+        };
+        let mut overloaded = false;
         let mut truncation = None;
         loop {
             let next = tokio::select! {
@@ -279,7 +322,7 @@ impl Collector {
                     break;
                 }
             };
-            match next {
+            let chunk = match next {
                 Err(_) => {
                     truncation = Some(Truncation::ReadTimeout);
                     break;
@@ -289,34 +332,42 @@ impl Collector {
                     break;
                 }
                 Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => {
-                    let room = cap.saturating_sub(buf.len());
-                    if chunk.len() > room {
-                        buf.extend_from_slice(&chunk[..room]);
-                        truncation = Some(Truncation::ByteCap);
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk);
-                    if !header_ok {
-                        match trace_format::check_header(&buf) {
-                            Ok(_) => header_ok = true,
-                            Err(FormatError::ShortHeader(_)) => {}
-                            Err(e) => {
-                                return Err(Failure::Error(WindowError::NotATrace(format!(
-                                    "{e} (Content-Type {:?}); is {} a Go net/http/pprof trace endpoint?",
-                                    content_type(&response),
-                                    self.target.path
-                                ))))
-                            }
-                        }
-                    }
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            let room = cap.saturating_sub(walker.received());
+            let capped = chunk.len() > room;
+            let part = &chunk[..chunk.len().min(room)];
+            if let Err(e) = walker.feed(part) {
+                let err = match e {
+                    FormatError::Corrupt { .. } => WindowError::Corrupt(e.to_string()),
+                    e => WindowError::NotATrace(format!(
+                        "{e} (Content-Type {:?}); is {} a Go net/http/pprof trace endpoint?",
+                        content_type(&response),
+                        self.target.path
+                    )),
+                };
+                return Err(Failure::Error(err));
+            }
+            // Storing never slows reading: if compression falls behind, the
+            // rest of this window is drained and dropped instead.
+            if !overloaded {
+                builder.push(part);
+                if builder.backlog() > MAX_BACKLOG {
+                    overloaded = true;
+                } else {
+                    let evicted = reservation.grow_to(builder.stored_len() as u64);
+                    events::evicted(&self.metrics, &evicted);
                 }
+            }
+            if capped {
+                truncation = Some(Truncation::ByteCap);
+                break;
             }
         }
         // Dropping an unfinished response closes the connection, which ends
         // the trace on the target side at once.
         drop(response);
-        if buf.is_empty() {
+        if walker.received() == 0 {
             let why = match truncation {
                 Some(Truncation::Shutdown) => return Err(Failure::Shutdown),
                 Some(t) => format!("{} before any byte", t.label()),
@@ -324,23 +375,18 @@ impl Collector {
             };
             return Err(Failure::Error(WindowError::NotATrace(why)));
         }
+        if overloaded {
+            return Err(Failure::Error(WindowError::Backlog));
+        }
         Ok(Captured {
             seq: 0,
             requested_at,
             received_at: SystemTime::now(),
-            data: buf.freeze(),
+            walker,
+            builder,
+            reservation,
             truncation,
         })
-    }
-
-    /// Reserve about what the last windows needed, to avoid regrowing.
-    fn expected_size(&self, cap: usize) -> usize {
-        let last = self
-            .rings
-            .status(&self.name)
-            .and_then(|s| (s.windows > 0).then(|| (s.raw_bytes / s.windows as u64) as usize))
-            .unwrap_or(64 << 10);
-        (last + last / 4).clamp(16 << 10, cap.max(16 << 10))
     }
 
     async fn error_body(&self, response: &mut reqwest::Response) -> String {
@@ -453,25 +499,18 @@ struct Processor {
 impl Processor {
     async fn run(mut self, mut rx: mpsc::Receiver<Captured>) {
         while let Some(c) = rx.recv().await {
-            let received = c.data.len() as u64;
-            let name = self.name.clone();
-            let compression = self.compression;
-            let built = tokio::task::spawn_blocking(move || build_window(name, compression, c)).await;
-            match built {
-                Ok(Ok(w)) => self.keep(Arc::new(w), received),
-                Ok(Err(err)) => {
+            let received = c.walker.received() as u64;
+            match build_window(self.name.clone(), self.compression, c).await {
+                Ok((w, reserved)) => self.keep(Arc::new(w), reserved, received),
+                Err(err) => {
                     events::window_error(&self.metrics, &self.name, &err);
                     self.status.lock().last_error = Some((SystemTime::now(), err.to_string()));
-                }
-                Err(join) => {
-                    let err = WindowError::Corrupt(format!("validation task failed: {join}"));
-                    events::window_error(&self.metrics, &self.name, &err);
                 }
             }
         }
     }
 
-    fn keep(&mut self, w: Arc<Window>, received: u64) {
+    fn keep(&mut self, w: Arc<Window>, reserved: u64, received: u64) {
         if let (Some(prev), Some(start)) = (self.prev_end_ns, w.info.start_ns()) {
             if start >= prev {
                 events::window_gap(&self.metrics, &self.name, Duration::from_nanos(start - prev));
@@ -485,7 +524,7 @@ impl Processor {
             st.go_version = Some(w.info.version.to_string());
             st.windows_kept += 1;
         }
-        let evicted = self.rings.insert(w, SystemTime::now());
+        let evicted = self.rings.insert(w, reserved, SystemTime::now());
         events::evicted(&self.metrics, &evicted);
         update_ring_gauges(&self.metrics, &self.rings, &self.name);
     }
@@ -503,9 +542,16 @@ pub fn update_ring_gauges(m: &Metrics, rings: &Rings, name: &str) {
     m.ring_global_bytes.set(rings.total_bytes() as i64);
 }
 
-fn build_window(name: Arc<str>, compression: Compression, c: Captured) -> Result<Window, WindowError> {
+/// Checks a captured window whole, trims a cut one to whole generations,
+/// and waits for its blocks. Returns it with the ring room reserved for it.
+async fn build_window(
+    name: Arc<str>,
+    compression: Compression,
+    c: Captured,
+) -> Result<(Window, u64), WindowError> {
     let stream_complete = c.truncation.is_none();
-    let (keep, info) = match trace_format::keepable(&c.data, stream_complete) {
+    let received = c.walker.received();
+    let (keep, info) = match c.walker.finish(stream_complete) {
         Ok(k) => k,
         Err(FormatError::NoWholeGeneration(n)) => {
             let why = c.truncation.as_ref().map_or("stream cut", |t| t.label());
@@ -524,28 +570,27 @@ fn build_window(name: Arc<str>, compression: Compression, c: Captured) -> Result
         )));
     }
     let mut truncation = c.truncation;
-    if truncation.is_none() && keep < c.data.len() {
+    if truncation.is_none() && keep < received {
         truncation = Some(Truncation::Disconnected("trace ended inside a batch".into()));
     }
-    let raw = c.data.slice(..keep);
-    let stored = match compression {
-        Compression::Zstd => {
-            window::compress(&raw).map_err(|e| WindowError::Corrupt(format!("zstd: {e}")))?
-        }
-        Compression::None => raw,
-    };
-    Ok(Window {
+    let stored = c
+        .builder
+        .finish(keep)
+        .await
+        .map_err(|e| WindowError::Corrupt(format!("storing the window failed: {e}")))?;
+    let window = Window {
         target: name,
         seq: c.seq,
         requested_at: c.requested_at,
         received_at: c.received_at,
         info,
         truncation,
-        trimmed_bytes: (c.data.len() - keep) as u64,
+        trimmed_bytes: (received - keep) as u64,
         raw_len: keep as u64,
         stored,
         compression,
-    })
+    };
+    Ok((window, c.reservation.into_window()))
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub struct RingStatus {
 struct TargetRing {
     windows: HeapRb<Arc<Window>>,
     bytes: u64,
+    /// Bytes reserved by the window being recorded, already compressed but
+    /// not yet a window.
+    pending: u64,
     max_age: Duration,
     max_bytes: u64,
     /// New windows for snapshots waiting on post-trigger recording.
@@ -82,6 +85,7 @@ impl Rings {
                 let ring = TargetRing {
                     windows: HeapRb::new(t.max_windows.max(1)),
                     bytes: 0,
+                    pending: 0,
                     max_age: t.max_age,
                     max_bytes: t.max_bytes,
                     feed,
@@ -106,39 +110,91 @@ impl Rings {
         self.inner.lock().total_bytes
     }
 
-    /// Adds a window and evicts what the bounds require, oldest first. Returns
-    /// what was evicted, with the reason.
-    pub fn insert(&self, window: Arc<Window>, now: SystemTime) -> Vec<(Arc<Window>, Eviction)> {
-        let mut evicted = Vec::new();
+    /// Makes room for `bytes` more of the window being recorded for `target`,
+    /// evicting old windows as the bounds require. The room stays reserved
+    /// until [`Rings::insert`] turns it into the window or [`Rings::release`]
+    /// gives it back, so memory in flight counts against the budgets too.
+    pub fn reserve(&self, target: &str, bytes: u64) -> Vec<(Arc<Window>, Eviction)> {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        let Some(ring) = inner.rings.get_mut(&window.target) else {
-            return evicted;
+        let Some(ring) = inner.rings.get_mut(target) else {
+            return Vec::new();
         };
+        ring.pending += bytes;
+        inner.total_bytes += bytes;
+        // Only room matters here; age is enforced on insert and by `expire`.
+        self.enforce(inner, target, None)
+    }
+
+    /// Gives back room reserved for a window that was dropped.
+    pub fn release(&self, target: &str, bytes: u64) {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        if let Some(ring) = inner.rings.get_mut(target) {
+            let bytes = bytes.min(ring.pending);
+            ring.pending -= bytes;
+            inner.total_bytes -= bytes;
+        }
+    }
+
+    /// Adds a window that had `reserved` bytes reserved for it and evicts what
+    /// the bounds require, oldest first. Returns what was evicted, and why.
+    pub fn insert(
+        &self,
+        window: Arc<Window>,
+        reserved: u64,
+        now: SystemTime,
+    ) -> Vec<(Arc<Window>, Eviction)> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let name = window.target.clone();
+        let Some(ring) = inner.rings.get_mut(&name) else {
+            return Vec::new();
+        };
+        let reserved = reserved.min(ring.pending);
+        ring.pending -= reserved;
+        inner.total_bytes -= reserved;
         let _ = ring.feed.send(window.clone());
         let size = window.stored_len();
         ring.bytes += size;
         inner.total_bytes += size;
+        let mut evicted = Vec::new();
         if let Some(old) = ring.windows.push_overwrite(window) {
             ring.bytes -= old.stored_len();
             inner.total_bytes -= old.stored_len();
             evicted.push((old, Eviction::Count));
         }
-        while let Some(front) = ring.windows.first() {
-            let too_old = now
-                .duration_since(front.received_at)
-                .is_ok_and(|age| age > ring.max_age);
-            let reason = if too_old {
-                Eviction::Age
-            } else if ring.bytes > ring.max_bytes {
-                Eviction::TargetBytes
-            } else {
-                break;
-            };
-            if let Some(old) = ring.windows.try_pop() {
-                ring.bytes -= old.stored_len();
-                inner.total_bytes -= old.stored_len();
-                evicted.push((old, reason));
+        evicted.extend(self.enforce(inner, &name, Some(now)));
+        evicted
+    }
+
+    /// Evicts from `target`'s ring for its own bounds, then from any ring for
+    /// the global budget, oldest first. Reserved bytes cannot be evicted.
+    fn enforce(
+        &self,
+        inner: &mut Inner,
+        target: &str,
+        now: Option<SystemTime>,
+    ) -> Vec<(Arc<Window>, Eviction)> {
+        let mut evicted = Vec::new();
+        if let Some(ring) = inner.rings.get_mut(target) {
+            while let Some(front) = ring.windows.first() {
+                let too_old = now.is_some_and(|now| {
+                    now.duration_since(front.received_at)
+                        .is_ok_and(|age| age > ring.max_age)
+                });
+                let reason = if too_old {
+                    Eviction::Age
+                } else if ring.bytes + ring.pending > ring.max_bytes {
+                    Eviction::TargetBytes
+                } else {
+                    break;
+                };
+                if let Some(old) = ring.windows.try_pop() {
+                    ring.bytes -= old.stored_len();
+                    inner.total_bytes -= old.stored_len();
+                    evicted.push((old, reason));
+                }
             }
         }
         while inner.total_bytes > self.max_bytes {
@@ -312,7 +368,7 @@ mod tests {
             truncation: None,
             trimmed_bytes: 0,
             raw_len: bytes as u64,
-            stored: Bytes::from(vec![0u8; bytes]),
+            stored: vec![Bytes::from(vec![0u8; bytes])],
             compression: Compression::None,
         })
     }
@@ -327,7 +383,7 @@ mod tests {
     fn count_bound_overwrites_the_oldest() {
         let rings = Rings::new(&[target("a", 3, 1 << 30, Duration::from_secs(3600))], 1 << 30);
         for i in 1..=5 {
-            rings.insert(window("a", i, 10, at(i)), at(i));
+            rings.insert(window("a", i, 10, at(i)), 0, at(i));
         }
         let (held, _) = rings.freeze("a").expect("known target");
         assert_eq!(held.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
@@ -338,7 +394,7 @@ mod tests {
     fn byte_and_age_bounds_evict_oldest_first() {
         let rings = Rings::new(&[target("a", 100, 250, Duration::from_secs(10))], 1 << 30);
         for i in 1..=4 {
-            rings.insert(window("a", i, 100, at(i)), at(i));
+            rings.insert(window("a", i, 100, at(i)), 0, at(i));
         }
         let seqs = |r: &Rings| {
             r.freeze("a")
@@ -365,10 +421,10 @@ mod tests {
             ],
             300,
         );
-        rings.insert(window("a", 1, 100, at(1)), at(1));
-        rings.insert(window("b", 1, 100, at(2)), at(2));
-        rings.insert(window("a", 2, 100, at(3)), at(3));
-        let evicted = rings.insert(window("b", 2, 100, at(4)), at(4));
+        rings.insert(window("a", 1, 100, at(1)), 0, at(1));
+        rings.insert(window("b", 1, 100, at(2)), 0, at(2));
+        rings.insert(window("a", 2, 100, at(3)), 0, at(3));
+        let evicted = rings.insert(window("b", 2, 100, at(4)), 0, at(4));
         assert_eq!(evicted.len(), 1);
         assert_eq!(
             (&*evicted[0].0.target, evicted[0].0.seq, evicted[0].1),
@@ -378,12 +434,49 @@ mod tests {
     }
 
     #[test]
+    fn room_reserved_for_the_window_in_flight_counts_against_both_budgets() {
+        let forever = Duration::from_secs(3600);
+        let rings = Rings::new(
+            &[target("a", 100, 250, forever), target("b", 100, 1 << 30, forever)],
+            400,
+        );
+        rings.insert(window("a", 1, 100, at(1)), 0, at(1));
+        rings.insert(window("b", 1, 100, at(2)), 0, at(2));
+        rings.insert(window("a", 2, 100, at(3)), 0, at(3));
+        // The window being recorded for "a" grows by 100 bytes: a's own
+        // budget (250) evicts its oldest window.
+        let evicted = rings.reserve("a", 100);
+        assert_eq!(evicted.len(), 1);
+        assert_eq!((evicted[0].0.seq, evicted[0].1), (1, Eviction::TargetBytes));
+        assert_eq!(rings.total_bytes(), 300);
+        // 150 for b's window in flight breaks the global budget (400): the
+        // oldest window of any target goes, here b's own.
+        let evicted = rings.reserve("b", 150);
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(
+            (&*evicted[0].0.target, evicted[0].1),
+            ("b", Eviction::GlobalBudget)
+        );
+        assert_eq!(rings.total_bytes(), 350);
+        // Becoming a window converts the reservation instead of adding to it.
+        rings.insert(window("a", 3, 100, at(4)), 100, at(4));
+        assert_eq!(rings.total_bytes(), 350);
+        assert_eq!(
+            rings.status("a").map(|s| (s.windows, s.stored_bytes)),
+            Some((2, 200))
+        );
+        // A dropped window gives its room back.
+        rings.release("b", 150);
+        assert_eq!(rings.total_bytes(), 200);
+    }
+
+    #[test]
     fn frozen_windows_outlive_eviction_and_later_windows_reach_the_feed() {
         let rings = Rings::new(&[target("a", 2, 1 << 30, Duration::from_secs(3600))], 1 << 30);
-        rings.insert(window("a", 1, 10, at(1)), at(1));
+        rings.insert(window("a", 1, 10, at(1)), 0, at(1));
         let (held, mut feed) = rings.freeze("a").expect("known");
-        rings.insert(window("a", 2, 10, at(2)), at(2));
-        rings.insert(window("a", 3, 10, at(3)), at(3));
+        rings.insert(window("a", 2, 10, at(2)), 0, at(2));
+        rings.insert(window("a", 3, 10, at(3)), 0, at(3));
         assert_eq!(
             held[0].seq, 1,
             "evicted from the ring, still held by the snapshot"

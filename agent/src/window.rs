@@ -1,10 +1,17 @@
 //! A captured trace window: its bytes as held in memory and what validation learned.
+//!
+//! While a window streams in, a [`Builder`] copies it into 1 MiB blocks and
+//! compresses each full block on the blocking pool, so the raw trace is never
+//! held whole: memory in flight is a block or two, plus compressed blocks the
+//! ring has already reserved room for.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::task::JoinHandle;
 
 use crate::config::Compression;
 use crate::trace_format::TraceInfo;
@@ -67,8 +74,9 @@ pub struct Window {
     pub trimmed_bytes: u64,
     /// Length of the trace as the target sent it (after trimming).
     pub raw_len: u64,
-    /// The trace, compressed or not as `compression` says.
-    pub stored: Bytes,
+    /// The trace in blocks: independent zstd frames, or raw bytes, as
+    /// `compression` says. Concatenated, they are the trace.
+    pub stored: Vec<Bytes>,
     pub compression: Compression,
 }
 
@@ -79,7 +87,7 @@ impl Window {
 
     /// Bytes this window occupies in memory.
     pub fn stored_len(&self) -> u64 {
-        self.stored.len() as u64
+        self.stored.iter().map(|b| b.len() as u64).sum()
     }
 
     /// Start, end and the clock they come from. Prefers the target's clock:
@@ -109,22 +117,236 @@ impl Window {
 
     /// Writes the plain trace to `out`, decompressing if needed.
     pub fn write_trace(&self, out: &mut impl Write) -> io::Result<()> {
-        match self.compression {
-            Compression::None => out.write_all(&self.stored),
-            Compression::Zstd => {
-                let mut dec = zstd::stream::read::Decoder::with_buffer(&self.stored[..])?;
-                io::copy(&mut dec, out).map(|_| ())
+        for block in &self.stored {
+            match self.compression {
+                Compression::None => out.write_all(block)?,
+                Compression::Zstd => {
+                    let mut dec = zstd::stream::read::Decoder::with_buffer(&block[..])?;
+                    io::copy(&mut dec, out)?;
+                }
             }
         }
+        Ok(())
     }
 }
 
-/// Compresses a finished window for the ring. Level 1: the ring holds data
-/// for a minute, so speed matters more than the last few percent of ratio.
+/// Raw bytes per block. Large enough for zstd to find the repetition in a
+/// trace, small enough that a few blocks in flight cost little memory.
+pub const BLOCK: usize = 1 << 20;
+
+/// Compresses one block. Level 1: the ring holds data for a minute, so speed
+/// matters more than the last few percent of ratio.
 pub fn compress(raw: &[u8]) -> io::Result<Bytes> {
     zstd::bulk::compress(raw, 1).map(Bytes::from)
 }
 
+enum Block {
+    Ready(Bytes),
+    Compressing(JoinHandle<io::Result<Bytes>>),
+}
+
+/// Accumulates a streaming window into stored blocks.
+pub struct Builder {
+    compression: Compression,
+    open: BytesMut,
+    /// Sealed blocks in stream order, each with its raw length.
+    sealed: Vec<(Block, usize)>,
+    raw_len: usize,
+}
+
+impl Builder {
+    pub fn new(compression: Compression) -> Self {
+        Builder {
+            compression,
+            open: BytesMut::new(),
+            sealed: Vec::new(),
+            raw_len: 0,
+        }
+    }
+
+    /// Appends bytes; full blocks are sealed and handed to the blocking pool.
+    pub fn push(&mut self, mut data: &[u8]) {
+        self.raw_len += data.len();
+        while !data.is_empty() {
+            if self.open.capacity() == 0 {
+                self.open.reserve(BLOCK);
+            }
+            let take = (BLOCK - self.open.len()).min(data.len());
+            self.open.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.open.len() >= BLOCK {
+                self.seal();
+            }
+        }
+        self.collect_finished();
+    }
+
+    fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let raw = self.open.split().freeze();
+        let len = raw.len();
+        let block = match self.compression {
+            Compression::None => Block::Ready(raw),
+            Compression::Zstd => Block::Compressing(tokio::task::spawn_blocking(move || compress(&raw))),
+        };
+        self.sealed.push((block, len));
+    }
+
+    /// Takes the results of compressions that are done, so their raw input
+    /// is freed and their size known.
+    fn collect_finished(&mut self) {
+        for (block, _) in &mut self.sealed {
+            if let Block::Compressing(handle) = block {
+                if handle.is_finished() {
+                    if let Some(Ok(Ok(bytes))) = handle.now_or_never() {
+                        *block = Block::Ready(bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Raw bytes received so far.
+    pub fn raw_len(&self) -> usize {
+        self.raw_len
+    }
+
+    /// Raw bytes waiting to be stored: the open block and blocks still
+    /// compressing. When this grows, compression is not keeping up.
+    pub fn backlog(&self) -> usize {
+        let compressing: usize = self
+            .sealed
+            .iter()
+            .filter(|(b, _)| matches!(b, Block::Compressing(_)))
+            .map(|(_, len)| *len)
+            .sum();
+        self.open.len() + compressing
+    }
+
+    /// Bytes of finished stored blocks: what the ring must make room for.
+    pub fn stored_len(&self) -> usize {
+        self.sealed
+            .iter()
+            .filter_map(|(b, _)| match b {
+                Block::Ready(bytes) => Some(bytes.len()),
+                Block::Compressing(_) => None,
+            })
+            .sum()
+    }
+
+    /// Waits for every block and cuts the stream to its first `keep` bytes.
+    pub async fn finish(mut self, keep: usize) -> io::Result<Vec<Bytes>> {
+        self.seal();
+        let compression = self.compression;
+        let mut out = Vec::with_capacity(self.sealed.len());
+        let mut start = 0usize;
+        for (block, len) in self.sealed {
+            if start >= keep {
+                break;
+            }
+            let bytes = match block {
+                Block::Ready(b) => b,
+                Block::Compressing(h) => h.await.map_err(io::Error::other)??,
+            };
+            if start + len <= keep {
+                out.push(bytes);
+            } else {
+                let part = keep - start;
+                let cut = match compression {
+                    Compression::None => bytes.slice(..part),
+                    // Rare (a cut stream): decompress the one block the cut
+                    // falls in and store its kept part compressed again.
+                    Compression::Zstd => tokio::task::spawn_blocking(move || {
+                        let raw = zstd::bulk::decompress(&bytes, BLOCK)?;
+                        compress(&raw[..part.min(raw.len())])
+                    })
+                    .await
+                    .map_err(io::Error::other)??,
+                };
+                out.push(cut);
+            }
+            start += len;
+        }
+        Ok(out)
+    }
+}
+
 fn unix_ns(ns: u128) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Compressible but not trivial, like a trace.
+        (0..len)
+            .map(|i| ((i * 7) % 251) as u8 ^ ((i / 4096) as u8))
+            .collect()
+    }
+
+    fn unpack(compression: Compression, blocks: Vec<Bytes>) -> Vec<u8> {
+        let w = Window {
+            target: "t".into(),
+            seq: 1,
+            requested_at: SystemTime::now(),
+            received_at: SystemTime::now(),
+            info: crate::trace_format::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+            truncation: None,
+            trimmed_bytes: 0,
+            raw_len: 0,
+            stored: blocks,
+            compression,
+        };
+        let mut out = Vec::new();
+        w.write_trace(&mut out).expect("write");
+        out
+    }
+
+    #[tokio::test]
+    async fn blocks_round_trip_whole_and_cut_anywhere() {
+        let data = sample(3 * BLOCK + 12_345);
+        for compression in [Compression::Zstd, Compression::None] {
+            for keep in [data.len(), 2 * BLOCK + 77, BLOCK, 5] {
+                let mut b = Builder::new(compression);
+                for piece in data.chunks(16_384 + 3) {
+                    b.push(piece);
+                }
+                assert_eq!(b.raw_len(), data.len());
+                let blocks = b.finish(keep).await.expect("finish");
+                let stored: usize = blocks.iter().map(Bytes::len).sum();
+                if compression == Compression::Zstd && keep > BLOCK {
+                    assert!(stored < keep / 2, "compressed {stored} of {keep}");
+                }
+                assert_eq!(
+                    unpack(compression, blocks),
+                    data[..keep],
+                    "{compression:?} keep {keep}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compressed_blocks_are_counted_and_their_raw_bytes_freed_while_streaming() {
+        let data = sample(3 * BLOCK);
+        let mut b = Builder::new(Compression::Zstd);
+        b.push(&data);
+        // Three sealed blocks, some perhaps already compressed.
+        assert!(b.backlog() <= 3 * BLOCK);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.backlog() > 0 {
+            assert!(std::time::Instant::now() < deadline, "compression never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            b.push(&[]);
+        }
+        // Before the window ends the ring can already be told its real size.
+        let stored = b.stored_len();
+        assert!(stored > 0 && stored < BLOCK, "{stored}");
+        let blocks = b.finish(data.len()).await.expect("finish");
+        assert_eq!(blocks.iter().map(Bytes::len).sum::<usize>(), stored);
+    }
 }
