@@ -15,5 +15,6 @@ pub mod ring;
 pub mod snapshot;
 pub mod spool;
 pub mod trace_format;
+pub mod trigger;
 pub mod units;
 pub mod window;
