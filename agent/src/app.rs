@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::ring::Rings;
 use crate::snapshot::Snapshots;
 use crate::spool::{Spool, SpoolError};
+use crate::trigger::{self, Gate};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
 /// part before cutting them short.
@@ -106,6 +107,13 @@ pub async fn run(
         closing.clone(),
     );
 
+    let gate = Gate::new(
+        config.triggers.limits.clone(),
+        config.triggers.webhooks.dedupe_ttl,
+        snapshots.clone(),
+        metrics.clone(),
+    );
+
     let collecting = CancellationToken::new();
     let collectors = TaskTracker::new();
     let mut statuses = BTreeMap::new();
@@ -128,6 +136,8 @@ pub async fn run(
         collectors.spawn(c.run());
     }
     collectors.close();
+    // Triggers stop as soon as shutdown begins: no new snapshot can start then.
+    let triggers = trigger::spawn(&config.triggers, &gate, &closing);
 
     let expiry = tokio::spawn(expire_loop(
         rings.clone(),
@@ -168,6 +178,12 @@ pub async fn run(
     info!("shutting down: no new snapshots; finishing those in flight");
     state.ready.store(false, Ordering::Release);
     closing.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), triggers.wait())
+        .await
+        .is_err()
+    {
+        warn!("triggers did not stop within 5s");
+    }
     let left = snapshots.drain(SHUTDOWN_GRACE).await;
     if left > 0 {
         warn!(

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub snapshots: Family<KindResult, Counter>,
     /// Time from trigger to bundle durable on disk, not counting post_trigger.
     pub snapshot_write: Histogram,
+    /// Triggers and webhooks.
+    pub triggers: crate::trigger::events::TriggerMetrics,
 }
 
 impl Metrics {
@@ -97,6 +99,7 @@ impl Metrics {
             window_gap: Family::new_with_constructor(gap_histogram),
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
+            triggers: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +185,7 @@ impl Metrics {
             Unit::Seconds,
             m.snapshot_write.clone(),
         );
+        m.triggers.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 

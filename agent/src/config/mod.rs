@@ -52,6 +52,8 @@ pub struct Config {
     pub ring: Ring,
     pub log: Log,
     pub targets: Vec<Target>,
+    /// `[[triggers]]`, `[webhooks]`, `[trigger_limits]`.
+    pub triggers: crate::trigger::Settings,
 }
 
 #[derive(Debug, Clone)]
@@ -405,6 +407,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
             tables.into_iter().map(|t| read_target(t, problems)).collect()
         }
     };
+    let triggers = crate::trigger::config::read(&mut root, &targets, problems);
     root.finish(problems);
 
     check_targets(&targets, &ring, problems);
@@ -414,6 +417,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         ring,
         log,
         targets,
+        triggers,
     }
 }
 
