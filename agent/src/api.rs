@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,8 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Secret>,
+    /// The Alertmanager and Grafana endpoints.
+    pub webhooks: Arc<crate::trigger::webhook::Webhooks>,
     /// Set once listeners are bound and collectors started.
     pub ready: AtomicBool,
 }
@@ -41,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::trigger::webhook::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -96,11 +100,29 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The body, or a JSON answer saying why it could not be read (413 past
+/// `server.max_body`).
+pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than server.max_body",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {}", rej.body_text()),
+            )
+        }
+    })
 }
 
 /// Parses a JSON body with an answer that says what is wrong with it.
@@ -197,10 +219,10 @@ struct SnapshotRequest {
 async fn create_snapshot(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let req: SnapshotRequest = parse_json(&body)?;
+    let req: SnapshotRequest = parse_json(&read_body(body)?)?;
     let reason = req.reason.unwrap_or_else(|| "requested through the API".into());
     if reason.len() > 1024 {
         return Err(ApiError::new(

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::ring::Rings;
 use crate::snapshot::Snapshots;
 use crate::spool::{Spool, SpoolError};
-use crate::trigger::{self, Gate};
+use crate::trigger::{self, webhook::WebhookError, Gate};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
 /// part before cutting them short.
@@ -54,6 +54,8 @@ pub enum RunError {
     },
     #[error("API server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("webhooks: {0}")]
+    Webhook(#[from] WebhookError),
 }
 
 fn load_token(config: &Config) -> Result<Option<Secret>, RunError> {
@@ -113,6 +115,13 @@ pub async fn run(
         snapshots.clone(),
         metrics.clone(),
     );
+    let webhooks = Arc::new(trigger::webhook::Webhooks::new(
+        &config.triggers.webhooks,
+        config.triggers.limits.cooldown,
+        token.clone(),
+        &config.targets,
+        gate.clone(),
+    )?);
 
     let collecting = CancellationToken::new();
     let collectors = TaskTracker::new();
@@ -153,6 +162,7 @@ pub async fn run(
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         token,
+        webhooks,
         ready: Default::default(),
     });
     let app = api::router(state.clone());

@@ -1,9 +1,10 @@
 //! Automatic triggers: latency probes, metric thresholds and alert webhooks, all through one gate.
 //!
 //! `config` reads `[[triggers]]`, `[webhooks]` and `[trigger_limits]`;
-//! `latency` and `metric` run one task per trigger; `gate` applies
-//! cooldowns, the global rate limit and webhook dedupe before
-//! `Snapshots::fire`; `events` logs and counts what happens.
+//! `latency` and `metric` run one task per trigger; `webhook` serves the
+//! Alertmanager and Grafana endpoints; `gate` applies cooldowns, the global
+//! rate limit and webhook dedupe before `Snapshots::fire`; `events` logs and
+//! counts what happens.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub mod gate;
 pub mod latency;
 pub mod metric;
 pub mod promtext;
+pub mod webhook;
 
 pub use config::Settings;
 pub use gate::Gate;
