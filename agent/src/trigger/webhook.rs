@@ -167,6 +167,18 @@ impl Alert {
 
 /// Parses a notification, saying what is wrong with it.
 pub fn parse(source: Source, body: &[u8]) -> Result<Notification, String> {
+    // serde would read a JSON array as a struct's fields in order, and say
+    // "invalid length" about it; the payload is an object, say that.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(format!(
+                "invalid {} payload: expected a JSON object",
+                source.as_str()
+            ))
+        }
+        None => return Err(format!("invalid {} payload: the body is empty", source.as_str())),
+    }
     let n: Notification = serde_json::from_slice(body).map_err(|e| {
         let hint = match source {
             Source::Grafana if e.to_string().contains("`alerts`") => {
@@ -701,6 +713,10 @@ mod tests {
         assert!(e.contains("version \"3\" is not supported"), "{e}");
         let e = parse(Source::Alertmanager, b"{\"alerts\":").unwrap_err();
         assert!(e.contains("EOF while parsing"), "{e}");
+        let e = parse(Source::Alertmanager, b" [\"4\", \"k\"]").unwrap_err();
+        assert!(e.ends_with("expected a JSON object"), "{e}");
+        let e = parse(Source::Grafana, b" \n").unwrap_err();
+        assert!(e.ends_with("the body is empty"), "{e}");
         let e = parse(Source::Grafana, b"{\"ruleName\":\"x\",\"evalMatches\":[]}").unwrap_err();
         assert!(
             e.contains("missing field `alerts`") && e.contains("legacy"),
