@@ -195,10 +195,13 @@ pub fn suppressed(m: &Metrics, kind: &str, target: &str, why: Suppressed, reason
         })
         .inc();
     match why {
-        // Expected while an incident goes on: every resend and every probe
-        // during the cooldown lands here.
-        Suppressed::Cooldown { .. } | Suppressed::Duplicate => {
+        // Every resend, and the second of every HA pair: expected, and many.
+        Suppressed::Duplicate => {
             debug!(%target, kind, suppressed = why.label(), "trigger held, no snapshot: {}; {reason}", why.describe())
+        }
+        // The answer to "the alert fired, why is there no bundle?".
+        Suppressed::Cooldown { .. } => {
+            info!(%target, kind, suppressed = why.label(), "trigger held, no snapshot: {}; {reason}", why.describe())
         }
         Suppressed::RateLimit { .. } => {
             warn!(%target, kind, suppressed = why.label(), "trigger held, no snapshot: {}; {reason}", why.describe())

@@ -242,6 +242,8 @@ pub enum WebhookError {
     },
     #[error("{what} file {path} is empty")]
     Empty { what: &'static str, path: String },
+    #[error("webhooks.{key}: {name:?} is not a valid HTTP header name")]
+    Header { key: &'static str, name: String },
 }
 
 /// Why a request was refused; the text goes to the log and the answer, so
@@ -317,19 +319,26 @@ impl Auth {
             (Some(path), _) => Some(read_secret("the Grafana HMAC secret", path)?),
             (None, s) => s.clone(),
         };
-        // Header names were validated with the config; an invalid one cannot
-        // reach here, and would only turn the check off if it did.
-        let hmac = hmac_secret.and_then(|secret| {
-            Some(HmacAuth {
-                secret,
-                header: HeaderName::from_bytes(cfg.grafana_hmac_header.as_bytes()).ok()?,
-                timestamp_header: cfg
-                    .grafana_hmac_timestamp_header
-                    .as_ref()
-                    .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
-                max_skew: cfg.grafana_hmac_max_skew,
+        // The config check refuses bad header names already; this one must
+        // not turn the signature check off if one ever got through.
+        let header = |key: &'static str, name: &str| {
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| WebhookError::Header {
+                key,
+                name: name.to_string(),
             })
-        });
+        };
+        let hmac = match hmac_secret {
+            None => None,
+            Some(secret) => Some(HmacAuth {
+                secret,
+                header: header("grafana_hmac_header", &cfg.grafana_hmac_header)?,
+                timestamp_header: match &cfg.grafana_hmac_timestamp_header {
+                    Some(h) => Some(header("grafana_hmac_timestamp_header", h)?),
+                    None => None,
+                },
+                max_skew: cfg.grafana_hmac_max_skew,
+            }),
+        };
         Ok(Auth { bearer, basic, hmac })
     }
 
@@ -847,6 +856,22 @@ mod tests {
             ),
             Err(AuthError::BearerNotConfigured)
         );
+    }
+
+    #[test]
+    fn a_bad_hmac_header_name_fails_closed() {
+        let cfg = WebhookConfig {
+            grafana_hmac_secret: Some(Secret::new("s".into())),
+            grafana_hmac_timestamp_header: Some("bad header".into()),
+            ..WebhookConfig::default()
+        };
+        assert!(matches!(
+            Auth::load(&cfg, None),
+            Err(WebhookError::Header {
+                key: "grafana_hmac_timestamp_header",
+                ..
+            })
+        ));
     }
 
     // Expected signatures computed independently:
