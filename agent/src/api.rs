@@ -29,6 +29,8 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Secret>,
+    /// The Alertmanager and Grafana endpoints.
+    pub webhooks: Arc<crate::trigger::webhook::Webhooks>,
     /// Set once listeners are bound and collectors started.
     pub ready: AtomicBool,
 }
@@ -42,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::trigger::webhook::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -97,24 +100,28 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The request body, or a JSON answer saying why it was refused (413 past
+/// The body, or a JSON answer saying why it could not be read (413 past
 /// `server.max_body`).
-pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        let status = r.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "request body is larger than server.max_body".to_string()
+pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than server.max_body",
+            )
         } else {
-            format!("cannot read the request body: {}", r.body_text())
-        };
-        ApiError::new(status, message)
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {}", rej.body_text()),
+            )
+        }
     })
 }
 
@@ -256,7 +263,7 @@ async fn create_snapshot(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let req: SnapshotRequest = parse_json(&body_bytes(body)?)?;
+    let req: SnapshotRequest = parse_json(&read_body(body)?)?;
     let reason = req.reason.unwrap_or_else(|| "requested through the API".into());
     if reason.len() > 1024 {
         return Err(ApiError::new(

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::ring::Rings;
 use crate::snapshot::Snapshots;
 use crate::spool::{Spool, SpoolError};
+use crate::trigger::{self, webhook::WebhookError, Gate};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
 /// part before cutting them short.
@@ -55,6 +56,8 @@ pub enum RunError {
     Tls { path: String, why: String },
     #[error("API server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("webhooks: {0}")]
+    Webhook(#[from] WebhookError),
 }
 
 fn load_token(config: &Config) -> Result<Option<Secret>, RunError> {
@@ -140,6 +143,20 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         closing.clone(),
     );
 
+    let gate = Gate::new(
+        config.triggers.limits.clone(),
+        config.triggers.webhooks.dedupe_ttl,
+        snapshots.clone(),
+        metrics.clone(),
+    );
+    let webhooks = Arc::new(trigger::webhook::Webhooks::new(
+        &config.triggers.webhooks,
+        config.triggers.limits.cooldown,
+        token.clone(),
+        &config.targets,
+        gate.clone(),
+    )?);
+
     let collecting = CancellationToken::new();
     let collectors = TaskTracker::new();
     let mut statuses = BTreeMap::new();
@@ -162,6 +179,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         collectors.spawn(c.run());
     }
     collectors.close();
+    // Triggers stop as soon as shutdown begins: no new snapshot can start then.
+    let triggers = trigger::spawn(&config.triggers, &gate, &closing);
 
     let expiry = tokio::spawn(expire_loop(
         rings.clone(),
@@ -177,6 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         token,
+        webhooks,
         ready: Default::default(),
     });
     let app = api::router(state.clone());
@@ -213,6 +233,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     }
     state.ready.store(false, Ordering::Release);
     closing.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), triggers.wait())
+        .await
+        .is_err()
+    {
+        warn!("triggers did not stop within 5s");
+    }
     let left = snapshots.drain(SHUTDOWN_GRACE).await;
     if left > 0 {
         warn!(

@@ -1,7 +1,7 @@
 //! flightrec: a flight recorder for Go services.
 //!
 //! Data flow: `collector` → `ring` → `snapshot` → `spool`, with `api`
-//! beside. `app::run` wires them together; `main.rs` is only the CLI.
+//! and `trigger` beside. `app::run` wires them together; `main.rs` is only the CLI.
 
 pub mod api;
 pub mod app;
@@ -16,5 +16,6 @@ pub mod snapshot;
 pub mod spool;
 pub mod systemd;
 pub mod trace_format;
+pub mod trigger;
 pub mod units;
 pub mod window;

@@ -53,6 +53,8 @@ pub struct Config {
     pub log: Log,
     pub tls: Tls,
     pub targets: Vec<Target>,
+    /// `[[triggers]]`, `[webhooks]`, `[trigger_limits]`.
+    pub triggers: crate::trigger::Settings,
 }
 
 #[derive(Debug, Clone)]
@@ -429,6 +431,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
             tables.into_iter().map(|t| read_target(t, problems)).collect()
         }
     };
+    let triggers = crate::trigger::config::read(&mut root, &targets, problems);
     root.finish(problems);
 
     check_targets(&targets, &ring, problems);
@@ -439,6 +442,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         log,
         tls,
         targets,
+        triggers,
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub snapshot_write: Histogram,
     /// When each target last gave a good window.
     pub freshness: Arc<Freshness>,
+    /// Triggers and webhooks.
+    pub triggers: crate::trigger::events::TriggerMetrics,
 }
 
 impl Metrics {
@@ -109,6 +111,7 @@ impl Metrics {
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
             freshness: Arc::new(Freshness::default()),
+            triggers: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -203,6 +206,7 @@ impl Metrics {
         registry.register("build_info", "Version of the running agent", build);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         registry.register_collector(Box::new(m.freshness.clone()));
+        m.triggers.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 

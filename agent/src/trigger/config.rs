@@ -1,0 +1,726 @@
+//! Reads `[[triggers]]`, `[webhooks]` and `[trigger_limits]` into typed settings, each problem with its key path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use crate::config::table::{describe, Table};
+use crate::config::{redact_url, valid_name, Problem, Secret, Target};
+use crate::units::parse_duration;
+
+/// Every default of the trigger settings, in one place (the README's tables
+/// list the same values).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Per-target cooldown for triggers without their own, and for webhooks.
+    pub const COOLDOWN: Duration = Duration::from_secs(5 * 60);
+    /// Global rate limit: at most `MAX_FIRES` automatic bundles per `PER`.
+    pub const MAX_FIRES: u64 = 10;
+    pub const PER: Duration = Duration::from_secs(60 * 60);
+
+    pub const LATENCY_INTERVAL: Duration = Duration::from_secs(1);
+    pub const LATENCY_CONSECUTIVE: u64 = 3;
+    pub const LATENCY_SAMPLES: u64 = 20;
+    /// The probe timeout is at least this, and at least twice the threshold.
+    pub const LATENCY_MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+    pub const METRIC_INTERVAL: Duration = Duration::from_secs(15);
+    pub const METRIC_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const METRIC_QUANTILE: f64 = 0.99;
+    pub const METRIC_MIN_COUNT: u64 = 10;
+    pub const METRIC_CONSECUTIVE: u64 = 1;
+    pub const METRIC_PATH: &str = "/metrics";
+
+    pub const MATCH_LABELS: [&str; 4] = ["service", "pod", "instance", "job"];
+    /// Longer than Alertmanager's default `repeat_interval` (4h), so the
+    /// resends of one long-firing alert never make a second bundle.
+    pub const DEDUPE_TTL: Duration = Duration::from_secs(6 * 60 * 60);
+    pub const HMAC_HEADER: &str = "X-Grafana-Alerting-Signature";
+    pub const HMAC_MAX_SKEW: Duration = Duration::from_secs(5 * 60);
+}
+
+/// Everything the trigger module reads from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub triggers: Vec<TriggerConfig>,
+    pub webhooks: WebhookConfig,
+    pub limits: Limits,
+}
+
+/// `[trigger_limits]`: what keeps automatic triggers from flooding the disk.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Default per-target cooldown (webhooks, and triggers without their own).
+    pub cooldown: Duration,
+    /// At most this many automatic bundles, all targets together...
+    pub max_fires: u64,
+    /// ...in any sliding period this long.
+    pub per: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cooldown: defaults::COOLDOWN,
+            max_fires: defaults::MAX_FIRES,
+            per: defaults::PER,
+        }
+    }
+}
+
+/// One `[[triggers]]` entry.
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// Names the trigger in logs and metric labels; `<kind>-<target>` unless set.
+    pub name: String,
+    pub target: String,
+    /// The URL requested every `interval` (probed, or scraped).
+    pub url: Url,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub cooldown: Duration,
+    pub rule: Rule,
+}
+
+impl TriggerConfig {
+    pub fn kind(&self) -> &'static str {
+        match self.rule {
+            Rule::Latency(_) => "latency",
+            Rule::Metric(_) => "metric",
+        }
+    }
+
+    /// The URL without credentials, for logs and manifests.
+    pub fn public_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Rule {
+    Latency(LatencyRule),
+    Metric(MetricRule),
+}
+
+#[derive(Debug, Clone)]
+pub struct LatencyRule {
+    pub threshold: Duration,
+    /// Fire when this many probes in a row are slow.
+    pub consecutive: Option<u32>,
+    /// Fire when this quantile of the last `samples` probes is above the threshold.
+    pub quantile: Option<f64>,
+    /// Probes kept (the `M` of the quantile rule; also what the manifest shows).
+    pub samples: usize,
+    pub errors_count_as_slow: bool,
+    pub timeouts_count_as_slow: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricRule {
+    /// The histogram's name, without `_bucket`.
+    pub metric: String,
+    /// Label equality matchers selecting the series.
+    pub matchers: BTreeMap<String, String>,
+    pub quantile: f64,
+    /// In the histogram's unit (seconds for a duration histogram).
+    pub threshold: f64,
+    /// Fewer observations than this in an interval are not judged.
+    pub min_count: u64,
+    pub consecutive: u32,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Label names compared between an alert and a target's labels.
+    pub match_labels: Vec<String>,
+    pub dedupe_ttl: Duration,
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password_file: Option<PathBuf>,
+    pub basic_auth_password: Option<Secret>,
+    pub grafana_hmac_secret_file: Option<PathBuf>,
+    pub grafana_hmac_secret: Option<Secret>,
+    pub grafana_hmac_header: String,
+    pub grafana_hmac_timestamp_header: Option<String>,
+    pub grafana_hmac_max_skew: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            match_labels: defaults::MATCH_LABELS.iter().map(|s| s.to_string()).collect(),
+            dedupe_ttl: defaults::DEDUPE_TTL,
+            basic_auth_user: None,
+            basic_auth_password_file: None,
+            basic_auth_password: None,
+            grafana_hmac_secret_file: None,
+            grafana_hmac_secret: None,
+            grafana_hmac_header: defaults::HMAC_HEADER.into(),
+            grafana_hmac_timestamp_header: None,
+            grafana_hmac_max_skew: defaults::HMAC_MAX_SKEW,
+        }
+    }
+}
+
+/// Reads the trigger sections of the root table.
+pub fn read(root: &mut Table<'_>, targets: &[Target], problems: &mut Vec<Problem>) -> Settings {
+    let mut lt = root.table("trigger_limits", problems);
+    let limits = Limits {
+        cooldown: lt.duration("cooldown", defaults::COOLDOWN, problems),
+        max_fires: lt.uint("max_fires", defaults::MAX_FIRES, problems),
+        per: lt.duration("per", defaults::PER, problems),
+    };
+    if limits.max_fires == 0 {
+        problems.push(lt.problem(
+            "max_fires",
+            "must be at least 1 (remove the triggers to turn them off)".into(),
+        ));
+    }
+    if limits.per.is_zero() {
+        problems.push(lt.problem("per", "must be longer than 0s".into()));
+    }
+    lt.finish(problems);
+
+    let webhooks = read_webhooks(root.table("webhooks", problems), problems);
+
+    let mut triggers: Vec<TriggerConfig> = root
+        .tables("triggers", problems)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| read_trigger(t, targets, &limits, problems))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for (i, t) in triggers.iter_mut().enumerate() {
+        if !seen.insert(t.name.clone()) {
+            problems.push(Problem {
+                path: format!("triggers[{i}].name"),
+                message: format!(
+                    "{:?} is used by an earlier trigger; give each trigger of the same kind and target its own `name`",
+                    t.name
+                ),
+            });
+        }
+    }
+    Settings {
+        triggers,
+        webhooks,
+        limits,
+    }
+}
+
+fn read_webhooks(mut t: Table<'_>, problems: &mut Vec<Problem>) -> WebhookConfig {
+    let d = WebhookConfig::default();
+    let match_labels = t.strings("match_labels", problems).unwrap_or(d.match_labels);
+    let basic_auth_user = t.string("basic_auth_user", problems);
+    let basic_auth_password_file = t.string("basic_auth_password_file", problems).map(PathBuf::from);
+    let basic_auth_password = t.string("basic_auth_password", problems).map(Secret::new);
+    let has_password = basic_auth_password_file.is_some() || basic_auth_password.is_some();
+    if basic_auth_user.is_some() != has_password {
+        problems.push(
+            t.problem(
+                "basic_auth_user",
+                "basic auth needs both basic_auth_user and basic_auth_password_file (or basic_auth_password)"
+                    .into(),
+            ),
+        );
+    }
+    let hmac_header = t
+        .string("grafana_hmac_header", problems)
+        .unwrap_or(d.grafana_hmac_header);
+    let hmac_ts = t.string("grafana_hmac_timestamp_header", problems);
+    for (key, name) in [
+        ("grafana_hmac_header", Some(&hmac_header)),
+        ("grafana_hmac_timestamp_header", hmac_ts.as_ref()),
+    ] {
+        if let Some(name) = name {
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(t.problem(key, format!("{name:?} is not a valid HTTP header name")));
+            }
+        }
+    }
+    let cfg = WebhookConfig {
+        match_labels,
+        dedupe_ttl: t.duration("dedupe_ttl", d.dedupe_ttl, problems),
+        basic_auth_user,
+        basic_auth_password_file,
+        basic_auth_password,
+        grafana_hmac_secret_file: t.string("grafana_hmac_secret_file", problems).map(PathBuf::from),
+        grafana_hmac_secret: t.string("grafana_hmac_secret", problems).map(Secret::new),
+        grafana_hmac_header: hmac_header,
+        grafana_hmac_timestamp_header: hmac_ts,
+        grafana_hmac_max_skew: t.duration("grafana_hmac_max_skew", d.grafana_hmac_max_skew, problems),
+    };
+    t.finish(problems);
+    cfg
+}
+
+fn read_trigger(
+    mut t: Table<'_>,
+    targets: &[Target],
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) -> Option<TriggerConfig> {
+    let kind = t.string("kind", problems);
+    let target_name = t.string("target", problems);
+    let target = match &target_name {
+        None => {
+            problems.push(t.problem(
+                "target",
+                "is required: the name of the [[targets]] entry to snapshot".into(),
+            ));
+            None
+        }
+        Some(name) => {
+            let found = targets.iter().find(|x| &x.name == name);
+            if found.is_none() {
+                let known: Vec<&str> = targets.iter().map(|x| x.name.as_str()).collect();
+                problems.push(t.problem(
+                    "target",
+                    format!(
+                        "{name:?} is not a configured target (known: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            found
+        }
+    };
+    let cooldown = t.duration("cooldown", limits.cooldown, problems);
+    let name = t.string("name", problems);
+    let common = match kind.as_deref() {
+        Some("latency") => read_latency(&mut t, problems),
+        Some("metric") => read_metric(&mut t, target, problems),
+        Some(other) => {
+            problems.push(t.problem(
+                "kind",
+                format!(
+                    "{other:?} is not one of \"latency\", \"metric\" (webhooks need no [[triggers]] entry)"
+                ),
+            ));
+            return None;
+        }
+        None => {
+            problems.push(t.problem("kind", "is required: \"latency\" or \"metric\"".into()));
+            return None;
+        }
+    };
+    let name = match (name, target) {
+        (Some(n), _) => Some(n),
+        (None, Some(x)) => Some(format!("{}-{}", kind.as_deref().unwrap_or_default(), x.name)),
+        (None, None) => None,
+    };
+    if let Some(n) = name.as_ref().filter(|n| !valid_name(n)) {
+        problems.push(t.problem(
+            "name",
+            format!("{n:?} must be 1-64 letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    t.finish(problems);
+    let (rule, url, interval, timeout) = common?;
+    let (target, name) = (target?, name?);
+    Some(TriggerConfig {
+        name,
+        target: target.name.clone(),
+        url,
+        interval,
+        timeout,
+        cooldown,
+        rule,
+    })
+}
+
+type Common = (Rule, Url, Duration, Duration);
+
+fn read_latency(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> Option<Common> {
+    let url = required_url(t, "url", problems);
+    let threshold = required_duration(t, "threshold", problems);
+    let interval = t.duration("interval", defaults::LATENCY_INTERVAL, problems);
+    if interval < Duration::from_millis(10) {
+        problems.push(t.problem("interval", "must be at least 10ms".into()));
+    }
+    let quantile = quantile(t, "quantile", problems);
+    let consecutive = match (t.get("consecutive").is_some(), quantile.is_some()) {
+        // With a quantile rule and no `consecutive`, only the quantile rule applies.
+        (false, true) => None,
+        _ => Some(t.uint("consecutive", defaults::LATENCY_CONSECUTIVE, problems)),
+    };
+    if consecutive.is_some_and(|c| c == 0 || c > 10_000) {
+        problems.push(t.problem("consecutive", "must be between 1 and 10000".into()));
+    }
+    let samples = t.uint("samples", defaults::LATENCY_SAMPLES, problems);
+    if samples == 0 || samples > 10_000 {
+        problems.push(t.problem("samples", "must be between 1 and 10000".into()));
+    }
+    let errors_count_as_slow = t.bool("errors_count_as_slow", true, problems);
+    let timeouts_count_as_slow = t.bool("timeouts_count_as_slow", true, problems);
+    let threshold = threshold?;
+    let timeout = t.duration(
+        "timeout",
+        (threshold * 2).max(defaults::LATENCY_MIN_TIMEOUT),
+        problems,
+    );
+    if timeout <= threshold {
+        problems.push(t.problem(
+            "timeout",
+            format!(
+                "({}) must be longer than threshold ({}), or no answer could ever be seen as slow",
+                humantime::format_duration(timeout),
+                humantime::format_duration(threshold)
+            ),
+        ));
+    }
+    let rule = LatencyRule {
+        threshold,
+        consecutive: consecutive.map(|c| c.min(10_000) as u32),
+        quantile,
+        samples: samples.clamp(1, 10_000) as usize,
+        errors_count_as_slow,
+        timeouts_count_as_slow,
+    };
+    Some((Rule::Latency(rule), url?, interval, timeout))
+}
+
+fn read_metric(t: &mut Table<'_>, target: Option<&Target>, problems: &mut Vec<Problem>) -> Option<Common> {
+    let url = match t.get("url") {
+        Some(_) => required_url(t, "url", problems),
+        // The pprof port often serves /metrics too (it does in the Go
+        // fixture and in most services that mount both on one mux).
+        None => target.map(|x| {
+            let mut u = x.url.clone();
+            u.set_path(defaults::METRIC_PATH);
+            u.set_query(None);
+            u
+        }),
+    };
+    let metric = t.string("metric", problems);
+    if metric.is_none() {
+        problems.push(t.problem(
+            "metric",
+            "is required: the histogram's name, e.g. \"http_request_duration_seconds\"".into(),
+        ));
+    }
+    let metric = metric.map(|m| m.strip_suffix("_bucket").map(str::to_string).unwrap_or(m));
+    if let Some(m) = &metric {
+        let ok = !m.is_empty()
+            && m.bytes().enumerate().all(|(i, b)| {
+                b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit())
+            });
+        if !ok {
+            problems.push(t.problem("metric", format!("{m:?} is not a Prometheus metric name")));
+        }
+    }
+    let matchers = t.labels("matchers", problems);
+    let q = quantile(t, "quantile", problems).unwrap_or(defaults::METRIC_QUANTILE);
+    let threshold = metric_threshold(t, "threshold", problems);
+    let interval = t.duration("interval", defaults::METRIC_INTERVAL, problems);
+    if interval < Duration::from_millis(100) {
+        problems.push(t.problem("interval", "must be at least 100ms".into()));
+    }
+    let timeout = t.duration("timeout", defaults::METRIC_TIMEOUT.min(interval), problems);
+    if timeout.is_zero() {
+        problems.push(t.problem("timeout", "must be longer than 0s".into()));
+    }
+    let min_count = t.uint("min_count", defaults::METRIC_MIN_COUNT, problems);
+    let consecutive = t.uint("consecutive", defaults::METRIC_CONSECUTIVE, problems);
+    if consecutive == 0 || consecutive > 10_000 {
+        problems.push(t.problem("consecutive", "must be between 1 and 10000".into()));
+    }
+    let rule = MetricRule {
+        metric: metric?,
+        matchers,
+        quantile: q,
+        threshold: threshold?,
+        min_count,
+        consecutive: consecutive.clamp(1, 10_000) as u32,
+    };
+    Some((Rule::Metric(rule), url?, interval, timeout))
+}
+
+fn required_url(t: &mut Table<'_>, key: &str, problems: &mut Vec<Problem>) -> Option<Url> {
+    let Some(text) = t.string(key, problems) else {
+        problems.push(t.problem(key, "is required: the URL to request".into()));
+        return None;
+    };
+    match Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+        _ => {
+            // As the user wrote it, unless it carries credentials.
+            let shown = match Url::parse(&text) {
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => redact_url(&u),
+                _ => text,
+            };
+            problems.push(t.problem(key, format!("{shown:?} must be an http:// or https:// URL")));
+            None
+        }
+    }
+}
+
+fn required_duration(t: &mut Table<'_>, key: &str, problems: &mut Vec<Problem>) -> Option<Duration> {
+    if t.get(key).is_none() {
+        problems.push(t.problem(key, "is required, e.g. \"200ms\"".into()));
+        return None;
+    }
+    let before = problems.len();
+    let d = t.duration(key, Duration::ZERO, problems);
+    (problems.len() == before).then_some(d)
+}
+
+/// `"p99"`, `"p99.9"`, `0.99` or `"0.99"`.
+fn quantile(t: &mut Table<'_>, key: &str, problems: &mut Vec<Problem>) -> Option<f64> {
+    let v = t.get(key)?;
+    let q = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            let s = s.trim();
+            match s.strip_prefix(['p', 'P']) {
+                Some(pct) => pct.parse::<f64>().ok().map(|p| p / 100.0),
+                None => s.parse::<f64>().ok(),
+            }
+        }
+        _ => None,
+    };
+    match q {
+        Some(q) if q > 0.0 && q <= 1.0 => Some(q),
+        _ => {
+            problems.push(t.problem(
+                key,
+                format!(
+                    "{} is not a quantile; write \"p50\", \"p90\", \"p99\" or a number in (0, 1]",
+                    describe(v)
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// A number in the histogram's unit, or a duration (seconds) for duration histograms.
+fn metric_threshold(t: &mut Table<'_>, key: &str, problems: &mut Vec<Problem>) -> Option<f64> {
+    let Some(v) = t.get(key) else {
+        problems.push(t.problem(
+            key,
+            "is required: a number in the histogram's unit, or a duration like \"200ms\" for a seconds histogram"
+                .into(),
+        ));
+        return None;
+    };
+    let parsed = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .or_else(|| parse_duration(s).ok().map(|d| d.as_secs_f64())),
+        _ => None,
+    };
+    match parsed {
+        Some(x) if x.is_finite() => Some(x),
+        _ => {
+            problems.push(t.problem(key, format!("{} is neither a number nor a duration", describe(v))));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn load(toml: &str) -> Result<crate::config::Config, String> {
+        load_str(toml, &BTreeMap::new()).map_err(|e| e.to_string())
+    }
+
+    const TARGET: &str = "[[targets]]\nname = \"checkout\"\nurl = \"http://127.0.0.1:6060\"\n";
+
+    #[test]
+    fn design_example_reads_with_defaults_for_the_rest() {
+        let c = load(&format!(
+            "{TARGET}
+            [[triggers]]
+            kind = \"latency\"
+            target = \"checkout\"
+            url = \"http://127.0.0.1:8080/slow\"
+            interval = \"500ms\"
+            threshold = \"200ms\"
+            consecutive = 3
+            cooldown = \"60s\"
+            "
+        ))
+        .expect("valid");
+        let s = &c.triggers;
+        assert_eq!(s.triggers.len(), 1);
+        let t = &s.triggers[0];
+        assert_eq!(t.name, "latency-checkout");
+        assert_eq!(t.interval, Duration::from_millis(500));
+        assert_eq!(t.cooldown, Duration::from_secs(60));
+        assert_eq!(t.timeout, Duration::from_secs(1), "max(2 x threshold, 1s)");
+        let Rule::Latency(r) = &t.rule else {
+            panic!("latency rule")
+        };
+        assert_eq!(r.consecutive, Some(3));
+        assert_eq!(r.quantile, None);
+        assert_eq!(r.samples, 20);
+        assert!(r.errors_count_as_slow && r.timeouts_count_as_slow);
+        assert_eq!(s.limits.max_fires, defaults::MAX_FIRES);
+        assert_eq!(s.webhooks.match_labels, ["service", "pod", "instance", "job"]);
+    }
+
+    #[test]
+    fn metric_trigger_defaults_its_url_to_the_targets_metrics() {
+        let c = load(&format!(
+            "{TARGET}
+            [trigger_limits]
+            cooldown = \"2m\"
+            [[triggers]]
+            kind = \"metric\"
+            target = \"checkout\"
+            metric = \"http_request_duration_seconds_bucket\"
+            matchers = {{ handler = \"slow\" }}
+            quantile = \"p90\"
+            threshold = \"250ms\"
+            "
+        ))
+        .expect("valid");
+        let t = &c.triggers.triggers[0];
+        assert_eq!(t.url.as_str(), "http://127.0.0.1:6060/metrics");
+        assert_eq!(t.cooldown, Duration::from_secs(120), "from [trigger_limits]");
+        let Rule::Metric(r) = &t.rule else {
+            panic!("metric rule")
+        };
+        assert_eq!(r.metric, "http_request_duration_seconds");
+        assert_eq!(r.matchers.get("handler").map(String::as_str), Some("slow"));
+        assert!((r.quantile - 0.9).abs() < 1e-12);
+        assert!((r.threshold - 0.25).abs() < 1e-12);
+        assert_eq!(r.min_count, defaults::METRIC_MIN_COUNT);
+    }
+
+    #[test]
+    fn quantile_alone_turns_the_consecutive_rule_off() {
+        let c = load(&format!(
+            "{TARGET}
+            [[triggers]]
+            kind = \"latency\"
+            target = \"checkout\"
+            url = \"http://127.0.0.1:8080/\"
+            threshold = \"1s\"
+            quantile = 0.5
+            samples = 5
+            "
+        ))
+        .expect("valid");
+        let Rule::Latency(r) = &c.triggers.triggers[0].rule else {
+            panic!("latency")
+        };
+        assert_eq!((r.consecutive, r.quantile, r.samples), (None, Some(0.5), 5));
+        assert_eq!(c.triggers.triggers[0].timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn every_trigger_problem_names_its_key() {
+        let err = load(&format!(
+            "{TARGET}
+            [webhooks]
+            basic_auth_user = \"am\"
+            grafana_hmac_header = \"bad header\"
+            [trigger_limits]
+            max_fires = 0
+            [[triggers]]
+            kind = \"latency\"
+            target = \"nope\"
+            url = \"ftp://x\"
+            threshold = \"2s\"
+            timeout = \"1s\"
+            quantile = \"p101\"
+            [[triggers]]
+            kind = \"metric\"
+            target = \"checkout\"
+            threshold = \"soon\"
+            treshold = 1
+            [[triggers]]
+            kind = \"webhook\"
+            target = \"checkout\"
+            "
+        ))
+        .unwrap_err();
+        for want in [
+            "webhooks.basic_auth_user: basic auth needs both",
+            "webhooks.grafana_hmac_header: \"bad header\" is not a valid HTTP header name",
+            "trigger_limits.max_fires: must be at least 1",
+            "triggers[0].target: \"nope\" is not a configured target (known: checkout)",
+            "triggers[0].url: \"ftp://x\" must be an http:// or https:// URL",
+            "triggers[0].timeout: (1s) must be longer than threshold (2s)",
+            "triggers[0].quantile: \"p101\" is not a quantile",
+            "triggers[1].metric: is required",
+            "triggers[1].threshold: \"soon\" is neither a number nor a duration",
+            "triggers[1].treshold: unknown key",
+            "triggers[2].kind: \"webhook\" is not one of",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn two_default_named_triggers_on_one_target_must_be_named() {
+        let two = format!(
+            "{TARGET}
+            [[triggers]]
+            kind = \"latency\"
+            target = \"checkout\"
+            url = \"http://127.0.0.1:1/a\"
+            threshold = \"1s\"
+            [[triggers]]
+            kind = \"latency\"
+            target = \"checkout\"
+            url = \"http://127.0.0.1:1/b\"
+            threshold = \"1s\"
+            "
+        );
+        let err = load(&two).unwrap_err();
+        assert!(
+            err.contains("triggers[1].name: \"latency-checkout\" is used"),
+            "{err}"
+        );
+        let named = two.replacen(
+            "url = \"http://127.0.0.1:1/b\"",
+            "url = \"http://127.0.0.1:1/b\"\nname = \"b\"",
+            1,
+        );
+        assert!(load(&named).is_ok());
+    }
+
+    #[test]
+    fn webhook_secrets_never_print() {
+        let c = load_str(
+            "[webhooks]\nbasic_auth_user = \"am\"\n",
+            &BTreeMap::from([
+                (
+                    "FLIGHTREC_WEBHOOKS__BASIC_AUTH_PASSWORD".to_string(),
+                    "hunter2".to_string(),
+                ),
+                (
+                    "FLIGHTREC_WEBHOOKS__GRAFANA_HMAC_SECRET".to_string(),
+                    "s3cr3t".to_string(),
+                ),
+            ]),
+        )
+        .expect("valid");
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2") && !text.contains("s3cr3t"), "{text}");
+        assert_eq!(
+            c.triggers
+                .webhooks
+                .basic_auth_password
+                .as_ref()
+                .map(Secret::expose),
+            Some("hunter2")
+        );
+    }
+}

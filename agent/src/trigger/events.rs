@@ -1,0 +1,336 @@
+//! Trigger events: each one logs AND counts, through the metric families defined here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+use crate::units::Secs;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindTarget {
+    pub kind: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindTargetReason {
+    pub kind: String,
+    pub target: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceStatus {
+    pub source: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceReason {
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerTarget {
+    pub trigger: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerTargetReason {
+    pub trigger: String,
+    pub target: String,
+    pub reason: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn probe_histogram() -> Histogram {
+    // 1ms .. ~16s: a healthy endpoint answers in milliseconds, a sick one
+    // runs into the probe timeout.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The metric families of triggers and webhooks.
+#[derive(Clone)]
+pub struct TriggerMetrics {
+    pub fired: Family<KindTarget, Counter>,
+    pub suppressed: Family<KindTargetReason, Counter>,
+    pub webhook_alerts: Family<SourceStatus, Counter>,
+    pub webhook_rejected: Family<SourceReason, Counter>,
+    pub unmatched: Family<SourceLabel, Counter>,
+    pub probe_duration: Family<TriggerTarget, Histogram, fn() -> Histogram>,
+    pub errors: Family<TriggerTargetReason, Counter>,
+    pub observed: Family<TriggerTarget, FloatGauge>,
+}
+
+impl Default for TriggerMetrics {
+    fn default() -> Self {
+        TriggerMetrics {
+            fired: Family::default(),
+            suppressed: Family::default(),
+            webhook_alerts: Family::default(),
+            webhook_rejected: Family::default(),
+            unmatched: Family::default(),
+            probe_duration: Family::new_with_constructor(probe_histogram),
+            errors: Family::default(),
+            observed: Family::default(),
+        }
+    }
+}
+
+impl TriggerMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "triggers_fired",
+            "Automatic triggers that started a snapshot, by kind and target",
+            self.fired.clone(),
+        );
+        registry.register(
+            "triggers_suppressed",
+            "Automatic triggers that held but made no snapshot, by reason: cooldown, rate_limit, duplicate",
+            self.suppressed.clone(),
+        );
+        registry.register(
+            "webhook_alerts",
+            "Alerts received on the webhooks, by source and status (firing, resolved)",
+            self.webhook_alerts.clone(),
+        );
+        registry.register(
+            "webhook_rejected",
+            "Webhook requests refused, by source and reason: unauthorized, malformed, too_large",
+            self.webhook_rejected.clone(),
+        );
+        registry.register(
+            "webhook_unmatched_alerts",
+            "Firing alerts whose labels selected no target",
+            self.unmatched.clone(),
+        );
+        registry.register_with_unit(
+            "trigger_probe_duration",
+            "Latency of latency-trigger probes (timeouts observed at the timeout)",
+            Unit::Seconds,
+            self.probe_duration.clone(),
+        );
+        registry.register(
+            "trigger_errors",
+            "Failed probes and scrapes of triggers, by reason: timeout, connect, status, request, body, parse, no_series",
+            self.errors.clone(),
+        );
+        registry.register(
+            "trigger_observed_value",
+            "Last value a trigger judged: a probe's latency in seconds, or the histogram quantile it computed",
+            self.observed.clone(),
+        );
+    }
+}
+
+/// Why a trigger that held made no snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppressed {
+    /// The target had an automatic snapshot less than its cooldown ago.
+    Cooldown { remaining: Duration },
+    /// The global rate limit is used up.
+    RateLimit { retry_in: Duration },
+    /// The webhook delivered this alert before (HA pair, resend).
+    Duplicate,
+}
+
+impl Suppressed {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Suppressed::Cooldown { .. } => "cooldown",
+            Suppressed::RateLimit { .. } => "rate_limit",
+            Suppressed::Duplicate => "duplicate",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Suppressed::Cooldown { remaining } => {
+                format!("target is cooling down for {} more", Secs(*remaining))
+            }
+            Suppressed::RateLimit { retry_in } => format!(
+                "global rate limit (trigger_limits.max_fires) reached; room again in {}",
+                Secs(*retry_in)
+            ),
+            Suppressed::Duplicate => "this alert was delivered before".into(),
+        }
+    }
+}
+
+pub fn fired(m: &Metrics, kind: &str, target: &str, reason: &str, ids: &[String]) {
+    m.triggers
+        .fired
+        .get_or_create(&KindTarget {
+            kind: kind.into(),
+            target: target.into(),
+        })
+        .inc();
+    info!(%target, kind, ids = ?ids, "trigger fired: {reason}");
+}
+
+pub fn suppressed(m: &Metrics, kind: &str, target: &str, why: Suppressed, reason: &str) {
+    m.triggers
+        .suppressed
+        .get_or_create(&KindTargetReason {
+            kind: kind.into(),
+            target: target.into(),
+            reason: why.label().into(),
+        })
+        .inc();
+    match why {
+        // Every resend, and the second of every HA pair: expected, and many.
+        Suppressed::Duplicate => {
+            debug!(%target, kind, suppressed = why.label(), "trigger held, no snapshot: {}; {reason}", why.describe())
+        }
+        // The answer to "the alert fired, why is there no bundle?".
+        Suppressed::Cooldown { .. } => {
+            info!(%target, kind, suppressed = why.label(), "trigger held, no snapshot: {}; {reason}", why.describe())
+        }
+        Suppressed::RateLimit { .. } => {
+            warn!(%target, kind, suppressed = why.label(), "trigger held, no snapshot: {}; {reason}", why.describe())
+        }
+    }
+}
+
+pub fn webhook_alerts(m: &Metrics, source: &str, firing: u64, resolved: u64) {
+    for (status, n) in [("firing", firing), ("resolved", resolved)] {
+        if n > 0 {
+            m.triggers
+                .webhook_alerts
+                .get_or_create(&SourceStatus {
+                    source: source.into(),
+                    status: status.into(),
+                })
+                .inc_by(n);
+        }
+    }
+    debug!(source, firing, resolved, "webhook notification received");
+}
+
+/// `message` goes to the log and the answer: it must never hold a secret.
+pub fn webhook_rejected(m: &Metrics, source: &str, reason: &str, message: &str) {
+    m.triggers
+        .webhook_rejected
+        .get_or_create(&SourceReason {
+            source: source.into(),
+            reason: reason.into(),
+        })
+        .inc();
+    warn!(source, reason, "webhook request refused: {message}");
+}
+
+pub fn alert_unmatched(m: &Metrics, source: &str, alertname: &str, labels: &BTreeMap<String, String>) {
+    m.triggers
+        .unmatched
+        .get_or_create(&SourceLabel {
+            source: source.into(),
+        })
+        .inc();
+    info!(
+        source, alert = alertname, labels = ?labels,
+        "firing alert selects no target: no target shares a label of webhooks.match_labels with equal values, and it has no flightrec_target label"
+    );
+}
+
+pub fn observed(m: &Metrics, trigger: &str, target: &str, value: f64) {
+    m.triggers
+        .observed
+        .get_or_create(&TriggerTarget {
+            trigger: trigger.into(),
+            target: target.into(),
+        })
+        .set(value);
+}
+
+pub fn probe(m: &Metrics, trigger: &str, target: &str, latency: Duration) {
+    let labels = TriggerTarget {
+        trigger: trigger.into(),
+        target: target.into(),
+    };
+    m.triggers
+        .probe_duration
+        .get_or_create(&labels)
+        .observe(latency.as_secs_f64());
+    observed(m, trigger, target, latency.as_secs_f64());
+}
+
+/// How often a trigger whose requests keep failing says so again.
+const REPEAT_LOG: Duration = Duration::from_secs(60);
+
+/// Counts every failed probe or scrape, but logs the first failure, then at
+/// most one line a minute while failures go on, then the recovery: a probe
+/// every 500ms against a dead endpoint must not write 7200 lines an hour.
+pub struct ErrorLog {
+    trigger: String,
+    target: String,
+    failures: u64,
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl ErrorLog {
+    pub fn new(trigger: &str, target: &str) -> Self {
+        ErrorLog {
+            trigger: trigger.into(),
+            target: target.into(),
+            failures: 0,
+            since_log: 0,
+            last_log: None,
+        }
+    }
+
+    pub fn failed(&mut self, m: &Metrics, reason: &str, message: &str) {
+        m.triggers
+            .errors
+            .get_or_create(&TriggerTargetReason {
+                trigger: self.trigger.clone(),
+                target: self.target.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+        self.failures += 1;
+        self.since_log += 1;
+        let (trigger, target) = (&self.trigger, &self.target);
+        match self.last_log {
+            None => {
+                warn!(%trigger, %target, reason, "{message}; repeats are logged once a minute");
+            }
+            Some(at) if at.elapsed() >= REPEAT_LOG => {
+                warn!(
+                    %trigger, %target, reason, failures = self.since_log,
+                    "still failing: {} failures in the last {}; latest: {message}",
+                    self.since_log, Secs(at.elapsed())
+                );
+            }
+            Some(_) => return,
+        }
+        self.last_log = Some(Instant::now());
+        self.since_log = 0;
+    }
+
+    pub fn succeeded(&mut self) {
+        if self.failures > 0 {
+            info!(trigger = %self.trigger, target = %self.target, failures = self.failures, "requests succeed again after {} failures", self.failures);
+        }
+        self.failures = 0;
+        self.since_log = 0;
+        self.last_log = None;
+    }
+}
