@@ -133,6 +133,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.snapshots.spool().refresh_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
@@ -214,6 +215,7 @@ async fn create_snapshot(
         .map_err(|e| match e {
             SnapshotError::UnknownTarget(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             SnapshotError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            SnapshotError::SpoolFull(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
         })?;
     let first = ids.first().cloned();
     Ok((
@@ -227,7 +229,8 @@ async fn create_snapshot(
         .into_response())
 }
 
-fn summary(path: &std::path::Path, m: &bundle::Manifest) -> Value {
+/// A committed bundle for the API, with where each sink has it.
+fn summary(spool: &spool::Spool, path: &std::path::Path, m: &bundle::Manifest) -> Value {
     json!({
         "id": m.id,
         "target": m.target.name,
@@ -237,6 +240,7 @@ fn summary(path: &std::path::Path, m: &bundle::Manifest) -> Value {
         "windows": m.windows.len(),
         "bytes": m.total_bytes(),
         "path": path,
+        "delivery": spool.deliveries(&m.id).unwrap_or_default(),
     })
 }
 
@@ -245,7 +249,8 @@ async fn list_snapshots(State(state): State<Arc<AppState>>) -> Json<Value> {
     let on_disk = tokio::task::spawn_blocking(move || spool.list())
         .await
         .unwrap_or_default();
-    let mut out: Vec<Value> = on_disk.iter().map(|(p, m)| summary(p, m)).collect();
+    let spool = state.snapshots.spool();
+    let mut out: Vec<Value> = on_disk.iter().map(|(p, m)| summary(spool, p, m)).collect();
     for p in state.snapshots.unfinished() {
         if !on_disk.iter().any(|(_, m)| m.id == p.id) {
             out.push(serde_json::to_value(&p).unwrap_or(Value::Null));
@@ -275,7 +280,7 @@ async fn get_snapshot(
     .ok()
     .flatten();
     if let Some((dir, m)) = found {
-        let mut v = summary(&dir, &m);
+        let mut v = summary(state.snapshots.spool(), &dir, &m);
         v["manifest"] = serde_json::to_value(&m).unwrap_or(Value::Null);
         return Ok(Json(v));
     }

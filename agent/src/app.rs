@@ -15,17 +15,23 @@ use tracing::{info, warn};
 use crate::api::{self, AppState};
 use crate::collector::{self, Collector};
 use crate::config::{Config, Secret};
+use crate::delivery::Delivery;
 use crate::events;
 use crate::metrics::Metrics;
 use crate::ring::Rings;
+use crate::sink;
 use crate::snapshot::Snapshots;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Quota, Spool, SpoolError};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
 /// part before cutting them short.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long writing the last bundles may take after recording stopped.
 const WRITE_GRACE: Duration = Duration::from_secs(30);
+/// How long SIGTERM waits for the sinks to take what is pending, so a pod
+/// whose spool is an emptyDir loses as little as possible. Whatever is left
+/// stays in the spool and goes after the next start.
+const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -51,6 +57,8 @@ pub enum RunError {
         #[source]
         source: reqwest::Error,
     },
+    #[error(transparent)]
+    Sink(#[from] sink::BuildError),
     #[error("API server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -78,10 +86,28 @@ pub async fn run(
     shutdown: CancellationToken,
     bound: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), RunError> {
-    let spool = Arc::new(Spool::open(&config.snapshots.dir)?);
     let token = load_token(&config)?;
     let metrics = Metrics::new();
     metrics.ring_global_budget.set(config.ring.max_bytes as i64);
+    metrics.spool_max_bytes.set(config.snapshots.max_bytes as i64);
+    metrics.spool_max_bundles.set(config.snapshots.max_bundles as i64);
+    // Sinks first: a bad sink config stops the agent before anything else starts.
+    let sinks = config
+        .sinks
+        .iter()
+        .map(|c| sink::build(c).map(|s| (c, s)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let quota = Quota {
+        max_bytes: config.snapshots.max_bytes,
+        max_bundles: config.snapshots.max_bundles,
+    };
+    let spool = Arc::new(Spool::open(
+        &config.snapshots.dir,
+        &sink_names,
+        quota,
+        metrics.clone(),
+    )?);
     let rings = Arc::new(Rings::new(&config.targets, config.ring.max_bytes));
 
     let listener = TcpListener::bind(config.server.listen)
@@ -128,6 +154,21 @@ pub async fn run(
         collectors.spawn(c.run());
     }
     collectors.close();
+
+    let delivering = CancellationToken::new();
+    let deliveries = TaskTracker::new();
+    for (c, s) in sinks {
+        info!(sink = %c.name, kind = c.backend.kind(), to = %s.describe(), "delivering bundles");
+        let d = Delivery {
+            name: c.name.clone(),
+            sink: s,
+            policy: c.retry.clone(),
+            spool: spool.clone(),
+            metrics: metrics.clone(),
+        };
+        deliveries.spawn(d.run(delivering.clone()));
+    }
+    deliveries.close();
 
     let expiry = tokio::spawn(expire_loop(
         rings.clone(),
@@ -191,6 +232,9 @@ pub async fn run(
         );
     }
     let _ = expiry.await;
+    drain_deliveries(&spool, DELIVERY_GRACE).await;
+    delivering.cancel();
+    deliveries.wait().await;
     server_stop.cancel();
     let result = match early {
         Some(r) => r,
@@ -203,6 +247,31 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Gives the sinks up to `grace` to take what is pending.
+async fn drain_deliveries(spool: &Spool, grace: Duration) {
+    let pending = || {
+        spool
+            .sinks()
+            .iter()
+            .map(|s| spool.pending_count(s))
+            .sum::<usize>()
+    };
+    if pending() == 0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while pending() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = pending();
+    if left > 0 {
+        warn!(
+            deliveries = left,
+            "bundles not yet delivered at exit; they stay in the spool and are delivered after the next start"
+        );
+    }
 }
 
 /// Ages windows out of idle rings and keeps ring gauges fresh.
