@@ -442,3 +442,4 @@ pub fn assert_bundle_valid(dir: &Path) -> Value {
     }
     manifest
 }
+pub mod delivery;
