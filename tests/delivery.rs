@@ -374,7 +374,7 @@ fn an_agent_killed_mid_upload_delivers_the_bundle_once_after_restart() {
     let proxy = Proxy::start(s3_port);
     // Nothing reaches S3 until the bundle is whole on disk.
     proxy.stall_after(0);
-    let svc = GoService::start("fixture", &["-pairs", "2"]);
+    let svc = GoService::start("fixture", &["-pairs", "1"]);
     let sink = s3_sink(
         &format!("http://127.0.0.1:{}", proxy.port),
         "part_size = \"5MiB\"\nupload_concurrency = 1",
