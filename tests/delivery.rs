@@ -83,14 +83,18 @@ fn delivery(agent: &Agent, id: &str, sink: &str) -> Value {
 }
 
 fn wait_delivered(agent: &Agent, id: &str, sink: &str, timeout: Duration) -> Value {
-    wait_for(&format!("{id} delivered to {sink}"), timeout, || {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
         let d = delivery(agent, id, sink);
         match d["state"].as_str() {
-            Some("delivered") => Some(d),
+            Some("delivered") => return d,
             Some("failed") => panic!("delivery to {sink} failed for good: {d}"),
-            _ => None,
+            _ if std::time::Instant::now() > deadline => {
+                panic!("{id} not delivered to {sink} within {timeout:?}; last state: {d}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
         }
-    })
+    }
 }
 
 /// Posts a snapshot and waits until it is durable; returns (id, dir).
@@ -461,8 +465,6 @@ allow_http = true
     let key = bundle_key(&id);
     assert_eq!(d["location"], format!("az://{AZURITE_ACCOUNT}/{BUCKET}/{key}/"));
 
-    // Read back through Azure's API (not the agent's code path: GET, not PUT).
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let store = object_store::azure::MicrosoftAzureBuilder::new()
         .with_account(AZURITE_ACCOUNT)
         .with_access_key(AZURITE_KEY)
@@ -472,8 +474,17 @@ allow_http = true
         .build()
         .expect("azure client");
     let back = tmp.path().join("from-azure");
-    std::fs::create_dir_all(&back).expect("mkdir");
-    for e in std::fs::read_dir(&dir).expect("bundle").flatten() {
+    read_back(&store, &dir, &key, &back);
+    assert_same_files(&dir, &back);
+    assert_bundle_valid(&back);
+}
+
+/// Reads every file of `key` back through `store` (GET, not the agent's PUT
+/// path) into `into`.
+fn read_back(store: &dyn object_store::ObjectStore, local: &Path, key: &str, into: &Path) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    std::fs::create_dir_all(into).expect("mkdir");
+    for e in std::fs::read_dir(local).expect("bundle").flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         let path = object_store::path::Path::from(format!("{key}/{name}"));
         let bytes = rt
@@ -482,10 +493,8 @@ allow_http = true
                 store.get(&path).await?.bytes().await
             })
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        std::fs::write(back.join(&name), &bytes).expect("write");
+        std::fs::write(into.join(&name), &bytes).expect("write");
     }
-    assert_same_files(&dir, &back);
-    assert_bundle_valid(&back);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! Credentials come from `GoogleCloudStorageBuilder::from_env()`:
 //! `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_APPLICATION_CREDENTIALS` (a service
 //! account or application-default credentials file), else the metadata
-//! server (GKE workload identity, GCE). As for S3, the provider's credential
+//! server (GKE workload identity, GCE); `GOOGLE_BEARER_TOKEN` for a token
+//! minted elsewhere. As for S3, the provider's credential
 //! chain reading its own variables is the documented exception to "only
 //! config/ reads environment variables".
 
@@ -23,6 +24,7 @@ pub struct GcsConfig {
     pub service_account_file: Option<String>,
     /// Another API base URL (an emulator, a private endpoint).
     pub endpoint: Option<String>,
+    pub allow_http: bool,
     pub upload: Upload,
 }
 
@@ -32,6 +34,7 @@ pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> GcsConfig {
         prefix: super::read_prefix(t, problems),
         service_account_file: t.string("service_account_file", problems),
         endpoint: t.string("endpoint", problems),
+        allow_http: t.bool("allow_http", false, problems),
         upload: object::read_upload(t, problems),
     }
 }
@@ -39,6 +42,7 @@ pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> GcsConfig {
 pub fn build(name: &str, c: &GcsConfig) -> Result<ObjectSink, String> {
     let mut b = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(&c.bucket)
+        .with_client_options(object_store::ClientOptions::new().with_allow_http(c.allow_http))
         .with_retry(object::store_retry());
     if let Some(f) = &c.service_account_file {
         b = b.with_service_account_path(f);
