@@ -181,6 +181,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the classic
 /// text format otherwise.
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    state.snapshots.spool().refresh_gauges();
     let wants_om = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -277,6 +278,7 @@ async fn create_snapshot(
         .map_err(|e| match e {
             SnapshotError::UnknownTarget(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             SnapshotError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            SnapshotError::SpoolFull(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
         })?;
     let first = ids.first().cloned();
     Ok((
@@ -290,7 +292,8 @@ async fn create_snapshot(
         .into_response())
 }
 
-fn summary(path: &std::path::Path, m: &bundle::Manifest) -> Value {
+/// A committed bundle for the API, with where each sink has it.
+fn summary(spool: &spool::Spool, path: &std::path::Path, m: &bundle::Manifest) -> Value {
     json!({
         "id": m.id,
         "target": m.target.name,
@@ -300,6 +303,7 @@ fn summary(path: &std::path::Path, m: &bundle::Manifest) -> Value {
         "windows": m.windows.len(),
         "bytes": m.total_bytes(),
         "path": path,
+        "delivery": spool.deliveries(&m.id).unwrap_or_default(),
     })
 }
 
@@ -308,7 +312,8 @@ async fn list_snapshots(State(state): State<Arc<AppState>>) -> Json<Value> {
     let on_disk = tokio::task::spawn_blocking(move || spool.list())
         .await
         .unwrap_or_default();
-    let mut out: Vec<Value> = on_disk.iter().map(|(p, m)| summary(p, m)).collect();
+    let spool = state.snapshots.spool();
+    let mut out: Vec<Value> = on_disk.iter().map(|(p, m)| summary(spool, p, m)).collect();
     for p in state.snapshots.unfinished() {
         if !on_disk.iter().any(|(_, m)| m.id == p.id) {
             out.push(serde_json::to_value(&p).unwrap_or(Value::Null));
@@ -338,7 +343,7 @@ async fn get_snapshot(
     .ok()
     .flatten();
     if let Some((dir, m)) = found {
-        let mut v = summary(&dir, &m);
+        let mut v = summary(state.snapshots.spool(), &dir, &m);
         v["manifest"] = serde_json::to_value(&m).unwrap_or(Value::Null);
         return Ok(Json(v));
     }

@@ -15,11 +15,13 @@ use tracing::{info, warn};
 use crate::api::{self, AppState};
 use crate::collector::{self, Collector};
 use crate::config::{Config, Secret};
+use crate::delivery::Delivery;
 use crate::events;
 use crate::metrics::Metrics;
 use crate::ring::Rings;
+use crate::sink;
 use crate::snapshot::Snapshots;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Quota, Spool, SpoolError};
 use crate::trigger::{self, webhook::WebhookError, Gate};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
@@ -27,6 +29,10 @@ use crate::trigger::{self, webhook::WebhookError, Gate};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long writing the last bundles may take after recording stopped.
 const WRITE_GRACE: Duration = Duration::from_secs(30);
+/// How long SIGTERM waits for the sinks to take what is pending, so a pod
+/// whose spool is an emptyDir loses as little as possible. Whatever is left
+/// stays in the spool and goes after the next start.
+const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -54,6 +60,8 @@ pub enum RunError {
     },
     #[error("cannot use tls.ca_file {path}: {why}")]
     Tls { path: String, why: String },
+    #[error(transparent)]
+    Sink(#[from] sink::BuildError),
     #[error("API server failed: {0}")]
     Serve(#[source] std::io::Error),
     #[error("webhooks: {0}")]
@@ -104,7 +112,6 @@ fn load_ca(config: &Config) -> Result<Vec<reqwest::Certificate>, RunError> {
 /// snapshots, let those recording finish (bounded), stop collectors, write
 /// what is left, stop the API.
 pub async fn run(config: Config, shutdown: CancellationToken, options: RunOptions) -> Result<(), RunError> {
-    let spool = Arc::new(Spool::open(&config.snapshots.dir)?);
     let token = load_token(&config)?;
     let extra_roots = load_ca(&config)?;
     let notifier = match &options.systemd {
@@ -119,6 +126,25 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     };
     let metrics = Metrics::new();
     metrics.ring_global_budget.set(config.ring.max_bytes as i64);
+    metrics.spool_max_bytes.set(config.snapshots.max_bytes as i64);
+    metrics.spool_max_bundles.set(config.snapshots.max_bundles as i64);
+    // Sinks first: a bad sink config stops the agent before anything else starts.
+    let sinks = config
+        .sinks
+        .iter()
+        .map(|c| sink::build(c).map(|s| (c, s)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let quota = Quota {
+        max_bytes: config.snapshots.max_bytes,
+        max_bundles: config.snapshots.max_bundles,
+    };
+    let spool = Arc::new(Spool::open(
+        &config.snapshots.dir,
+        &sink_names,
+        quota,
+        metrics.clone(),
+    )?);
     let rings = Arc::new(Rings::new(&config.targets, config.ring.max_bytes));
 
     let listener = TcpListener::bind(config.server.listen)
@@ -181,6 +207,21 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     collectors.close();
     // Triggers stop as soon as shutdown begins: no new snapshot can start then.
     let triggers = trigger::spawn(&config.triggers, &gate, &closing);
+
+    let delivering = CancellationToken::new();
+    let deliveries = TaskTracker::new();
+    for (c, s) in sinks {
+        info!(sink = %c.name, kind = c.backend.kind(), to = %s.describe(), "delivering bundles");
+        let d = Delivery {
+            name: c.name.clone(),
+            sink: s,
+            policy: c.retry.clone(),
+            spool: spool.clone(),
+            metrics: metrics.clone(),
+        };
+        deliveries.spawn(d.run(delivering.clone()));
+    }
+    deliveries.close();
 
     let expiry = tokio::spawn(expire_loop(
         rings.clone(),
@@ -262,6 +303,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         );
     }
     let _ = expiry.await;
+    drain_deliveries(&spool, DELIVERY_GRACE).await;
+    delivering.cancel();
+    deliveries.wait().await;
     server_stop.cancel();
     let result = match early {
         Some(r) => r,
@@ -275,6 +319,31 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     watchdog_stop.cancel();
     info!("stopped");
     Ok(())
+}
+
+/// Gives the sinks up to `grace` to take what is pending.
+async fn drain_deliveries(spool: &Spool, grace: Duration) {
+    let pending = || {
+        spool
+            .sinks()
+            .iter()
+            .map(|s| spool.pending_count(s))
+            .sum::<usize>()
+    };
+    if pending() == 0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while pending() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = pending();
+    if left > 0 {
+        warn!(
+            deliveries = left,
+            "bundles not yet delivered at exit; they stay in the spool and are delivered after the next start"
+        );
+    }
 }
 
 /// Ages windows out of idle rings and keeps ring gauges fresh.

@@ -126,6 +126,13 @@ pub struct BundleMeta {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    #[error("cannot write bundle {id}: the disk holding {dir} is full ({source}); the half-written bundle was removed and nothing else was touched. Free space there, or lower snapshots.max_bytes so the spool fits")]
+    DiskFull {
+        id: String,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot write bundle {id} in {dir}: {source}")]
     Write {
         id: String,
@@ -146,10 +153,20 @@ pub enum BundleError {
 /// Writes the windows and both manifests into `tmp` (created fresh), fsyncs
 /// everything, and returns the manifest. The caller renames `tmp` into place.
 pub fn write_into(tmp: &Path, meta: &BundleMeta, windows: &[Arc<Window>]) -> Result<Manifest, BundleError> {
-    let fail = |source| BundleError::Write {
-        id: meta.id.clone(),
-        dir: tmp.to_path_buf(),
-        source,
+    let fail = |source: io::Error| {
+        if source.kind() == io::ErrorKind::StorageFull {
+            BundleError::DiskFull {
+                id: meta.id.clone(),
+                dir: tmp.parent().and_then(Path::parent).unwrap_or(tmp).to_path_buf(),
+                source,
+            }
+        } else {
+            BundleError::Write {
+                id: meta.id.clone(),
+                dir: tmp.to_path_buf(),
+                source,
+            }
+        }
     };
     fs::create_dir_all(tmp).map_err(fail)?;
     let mut entries = Vec::with_capacity(windows.len());

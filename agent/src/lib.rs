@@ -1,7 +1,8 @@
 //! flightrec: a flight recorder for Go services.
 //!
-//! Data flow: `collector` → `ring` → `snapshot` → `spool`, with `api`
-//! and `trigger` beside. `app::run` wires them together; `main.rs` is only the CLI.
+//! Data flow: `collector` → `ring` → `snapshot` → `spool` → `delivery` →
+//! `sink`, with `trigger` and `api` beside. `app::run` wires them together;
+//! `main.rs` is only the CLI.
 
 pub mod api;
 pub mod app;
@@ -9,9 +10,11 @@ pub mod bundle;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod delivery;
 pub mod events;
 pub mod metrics;
 pub mod ring;
+pub mod sink;
 pub mod snapshot;
 pub mod spool;
 pub mod systemd;

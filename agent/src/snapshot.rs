@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::bundle::{self, BundleMeta, TargetInfo, Trigger};
 use crate::config::Config;
+use crate::events;
 use crate::metrics::{KindResult, Metrics};
 use crate::ring::Rings;
 use crate::spool::Spool;
@@ -67,6 +68,8 @@ pub enum SnapshotError {
     UnknownTarget(String),
     #[error("agent is shutting down; no new snapshots")]
     ShuttingDown,
+    #[error(transparent)]
+    SpoolFull(#[from] crate::spool::Refusal),
 }
 
 /// Where a snapshot is in its life.
@@ -180,11 +183,20 @@ impl Snapshots {
             None => self.targets.keys().cloned().collect(),
         };
         let mut ids = Vec::with_capacity(names.len());
+        let mut refused = None;
         for name in names {
             let Some((frozen, feed)) = self.rings.freeze(&name) else {
                 continue;
             };
             let id = new_id(firing.fired_at, &name);
+            // What the ring holds now; post_trigger adds a little more,
+            // which the quota absorbs as a soft limit.
+            let estimate: u64 = frozen.iter().map(|w| w.raw_len).sum();
+            if let Err(r) = self.spool.admit(&id, estimate) {
+                events::snapshot_refused(&self.metrics, &name, firing.kind.as_str(), &r);
+                refused = Some(r);
+                continue;
+            }
             info!(
                 target = %name, id = %id, kind = firing.kind.as_str(), reason = %firing.reason,
                 windows = frozen.len(), "snapshot triggered; ring frozen, recording {} more",
@@ -207,7 +219,10 @@ impl Snapshots {
                 .spawn(async move { this.make(id2, name, firing, frozen, feed).await });
             ids.push(id);
         }
-        Ok(ids)
+        match refused {
+            Some(r) if ids.is_empty() => Err(SnapshotError::SpoolFull(r)),
+            _ => Ok(ids),
+        }
     }
 
     /// Waits for every snapshot in flight, up to `deadline`. Returns how many
@@ -337,7 +352,7 @@ impl Snapshots {
             let tmp = spool.partial_dir(&id2);
             let result = bundle::write_into(&tmp, &bundle_meta, &windows)
                 .map_err(|e| e.to_string())
-                .and_then(|m| spool.commit(&id2).map(|p| (p, m)).map_err(|e| e.to_string()));
+                .and_then(|m| spool.commit(&id2, &m).map(|p| (p, m)).map_err(|e| e.to_string()));
             if result.is_err() {
                 spool.discard(&id2);
             }
@@ -345,6 +360,7 @@ impl Snapshots {
         })
         .await
         .unwrap_or_else(|e| Err(format!("bundle writer panicked: {e}")));
+        self.spool.release(&id);
         let kind = firing.kind.as_str().to_string();
         match written {
             Ok((path, manifest)) => {

@@ -1,19 +1,44 @@
-//! The local spool: the durable home of finished bundles under `snapshots.dir`.
+//! The spool is the ledger: durable bundles under `snapshots.dir` and, per bundle, what each sink has.
 //!
 //! Bundles are assembled in `.partial/<id>/` and renamed to `<id>/` once every
-//! file is fsynced. Anything left in `.partial/` after a crash was never
-//! acknowledged and is removed at startup; a directory without a leading dot
-//! is always a whole bundle.
+//! file is fsynced; only then is a snapshot acknowledged. Anything left in
+//! `.partial/` after a crash was never acknowledged and is removed at startup;
+//! a directory without a leading dot is always a whole bundle.
+//!
+//! Delivery state lives beside the bundles in `.ledger/<id>.json`, one small
+//! file per bundle written aside, fsynced and renamed, never inside the
+//! bundle directory (whose bytes are exactly what the manifest hashes). The
+//! in-memory index is rebuilt from disk at startup: a bundle without a ledger
+//! file is pending for every configured sink, so a crash between commit and
+//! delivery loses nothing; a crash after an upload but before its ledger
+//! write delivers the bundle again under the same keys.
+//!
+//! Quotas (`max_bytes`, `max_bundles`) are met by evicting bundles that every
+//! sink has (oldest first). An undelivered bundle is never evicted to make
+//! room: new snapshots are refused instead. The one exception is a bundle
+//! that is damaged on disk for some sink (it can never be delivered there);
+//! it is evicted like a delivered one, and that eviction is logged and counted.
 
-use std::fs;
-use std::io;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::bundle::{self, Manifest};
+use crate::events;
+use crate::metrics::Metrics;
+use crate::sink::{BundleRef, Delivered, SinkError};
 
 const PARTIAL: &str = ".partial";
+const LEDGER: &str = ".ledger";
+const TRASH: &str = ".trash";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -32,24 +57,125 @@ pub enum SpoolError {
     },
 }
 
+/// Why a new snapshot cannot be taken now.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("spool {dir} is full: {why}, and every bundle in it still waits for delivery, so nothing can be freed; fix the sinks (GET /v1/snapshots shows their last error) or raise snapshots.{key}")]
+pub struct Refusal {
+    pub dir: String,
+    pub why: String,
+    /// The quota that refused: `max_bytes` or `max_bundles`.
+    pub key: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub max_bytes: u64,
+    pub max_bundles: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not yet at the sink; `attempts` > 0 means it is being retried.
+    Pending,
+    Delivered,
+    /// Damaged on disk: can never be delivered to this sink.
+    Failed,
+}
+
+/// One bundle's delivery to one sink, as persisted and shown by the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SinkState {
+    pub state: DeliveryState,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Memory only: when it was last tried, to rotate among failing bundles.
+    #[serde(skip)]
+    tried: Option<Instant>,
+}
+
+impl SinkState {
+    fn pending() -> Self {
+        SinkState {
+            state: DeliveryState::Pending,
+            attempts: 0,
+            last_error: None,
+            last_attempt_at: None,
+            delivered_at: None,
+            location: None,
+            tried: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LedgerFile {
+    id: String,
+    sinks: BTreeMap<String, SinkState>,
+}
+
+#[derive(Debug)]
+struct Record {
+    target: String,
+    bytes: u64,
+    created: SystemTime,
+    /// Every sink the ledger mentions, configured or not (an entry for a
+    /// sink removed from the config is kept, so adding it back does not
+    /// deliver everything again).
+    sinks: BTreeMap<String, SinkState>,
+    /// Sinks delivering this bundle right now.
+    in_flight: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct Index {
+    bundles: BTreeMap<String, Record>,
+    /// Snapshots being made: their estimated bytes, held against the quota.
+    reserved: BTreeMap<String, u64>,
+}
+
 pub struct Spool {
     dir: PathBuf,
+    sinks: Vec<String>,
+    quota: Quota,
+    index: Mutex<Index>,
+    changed: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Spool {
-    /// Creates the directory if needed and clears half-written bundles.
-    pub fn open(dir: &Path) -> Result<Self, SpoolError> {
+    /// Creates the directories if needed, clears half-written bundles, and
+    /// rebuilds the delivery index from the bundles and the ledger.
+    pub fn open(
+        dir: &Path,
+        sinks: &[String],
+        quota: Quota,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SpoolError> {
         let fail = |source| SpoolError::Open {
             dir: dir.to_path_buf(),
             source,
         };
-        fs::create_dir_all(dir.join(PARTIAL)).map_err(fail)?;
-        let leftovers = fs::read_dir(dir.join(PARTIAL)).map_err(fail)?;
-        for entry in leftovers.flatten() {
-            let path = entry.path();
-            warn!(path = %path.display(), "removing a bundle left half-written by an earlier run; it was never acknowledged");
-            if let Err(e) = fs::remove_dir_all(&path) {
-                warn!(path = %path.display(), error = %e, "cannot remove half-written bundle");
+        for sub in [PARTIAL, LEDGER, TRASH] {
+            fs::create_dir_all(dir.join(sub)).map_err(fail)?;
+        }
+        for sub in [PARTIAL, TRASH] {
+            for entry in fs::read_dir(dir.join(sub)).map_err(fail)?.flatten() {
+                let path = entry.path();
+                if sub == PARTIAL {
+                    warn!(path = %path.display(), "removing a bundle left half-written by an earlier run; it was never acknowledged");
+                }
+                if let Err(e) = fs::remove_dir_all(&path) {
+                    warn!(path = %path.display(), error = %e, "cannot remove leftover directory");
+                }
             }
         }
         let probe = dir.join(PARTIAL).join(".write-test");
@@ -57,12 +183,90 @@ impl Spool {
         let _ = fs::remove_file(&probe);
         // Absolute, so paths in API answers and logs work from anywhere.
         let dir = dir.canonicalize().map_err(fail)?;
-        info!(dir = %dir.display(), "spool ready");
-        Ok(Spool { dir })
+        let spool = Spool {
+            dir,
+            sinks: sinks.to_vec(),
+            quota,
+            index: Mutex::new(Index::default()),
+            changed: watch::Sender::new(0),
+            metrics,
+        };
+        spool.rebuild();
+        Ok(spool)
+    }
+
+    fn rebuild(&self) {
+        let mut bundles = BTreeMap::new();
+        for (path, m) in self.list() {
+            let sinks = read_ledger(&self.ledger_path(&m.id)).unwrap_or_default();
+            bundles.insert(m.id.clone(), self.record(&path, &m, sinks));
+        }
+        // Ledger files whose bundle is gone (a crash mid-eviction) and
+        // temporary files of interrupted ledger writes.
+        if let Ok(entries) = fs::read_dir(self.dir.join(LEDGER)) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let keep = name
+                    .strip_suffix(".json")
+                    .is_some_and(|id| bundles.contains_key(id));
+                if !keep {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+        for r in bundles.values() {
+            for s in r.sinks.keys().filter(|s| !self.sinks.contains(s)) {
+                *unknown.entry(s.clone()).or_default() += 1;
+            }
+        }
+        for (sink, n) in &unknown {
+            warn!(sink = %sink, bundles = n, "the delivery ledger mentions a sink that is no longer configured; its entries are kept but ignored");
+        }
+        let mut index = self.index.lock();
+        index.bundles = bundles;
+        let waiting: Vec<(String, usize)> = self
+            .sinks
+            .iter()
+            .map(|s| {
+                let n = index.bundles.values().filter(|r| is_pending(r, s)).count();
+                (s.clone(), n)
+            })
+            .collect();
+        info!(
+            dir = %self.dir.display(), bundles = index.bundles.len(),
+            bytes = index.bundles.values().map(|r| r.bytes).sum::<u64>(),
+            "spool ready"
+        );
+        for (sink, n) in waiting.into_iter().filter(|(_, n)| *n > 0) {
+            info!(sink = %sink, bundles = n, "bundles from an earlier run still to deliver");
+        }
+        self.update_gauges(&index);
+    }
+
+    fn record(&self, path: &Path, m: &Manifest, mut sinks: BTreeMap<String, SinkState>) -> Record {
+        for s in &self.sinks {
+            sinks.entry(s.clone()).or_insert_with(SinkState::pending);
+        }
+        let created = humantime::parse_rfc3339(&m.created_at)
+            .ok()
+            .or_else(|| fs::metadata(path).and_then(|md| md.modified()).ok())
+            .unwrap_or_else(SystemTime::now);
+        Record {
+            target: m.target.name.clone(),
+            bytes: dir_bytes(path),
+            created,
+            sinks,
+            in_flight: BTreeSet::new(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn sinks(&self) -> &[String] {
+        &self.sinks
     }
 
     /// Where a bundle is assembled before it is committed.
@@ -70,8 +274,59 @@ impl Spool {
         self.dir.join(PARTIAL).join(id)
     }
 
-    /// Renames the assembled bundle into place and makes the rename durable.
-    pub fn commit(&self, id: &str) -> Result<PathBuf, SpoolError> {
+    fn ledger_path(&self, id: &str) -> PathBuf {
+        self.dir.join(LEDGER).join(format!("{id}.json"))
+    }
+
+    /// Holds room for a snapshot about to be made, or says why there is none.
+    /// Only undelivered bundles count: delivered ones are evicted at commit.
+    pub fn admit(&self, id: &str, estimate: u64) -> Result<(), Refusal> {
+        let mut index = self.index.lock();
+        let waiting: Vec<&Record> = index.bundles.values().filter(|r| !self.evictable(r)).collect();
+        let count = waiting.len() + index.reserved.len() + 1;
+        let bytes =
+            waiting.iter().map(|r| r.bytes).sum::<u64>() + index.reserved.values().sum::<u64>() + estimate;
+        let refusal = if count > self.quota.max_bundles {
+            Some(Refusal {
+                dir: self.dir.display().to_string(),
+                why: format!(
+                    "{} undelivered bundles or snapshots in progress, max_bundles is {}",
+                    count - 1,
+                    self.quota.max_bundles
+                ),
+                key: "max_bundles",
+            })
+        } else if bytes > self.quota.max_bytes {
+            Some(Refusal {
+                dir: self.dir.display().to_string(),
+                why: format!(
+                    "{} undelivered plus about {} for this snapshot exceed max_bytes {}",
+                    crate::units::Bytes(bytes - estimate),
+                    crate::units::Bytes(estimate),
+                    crate::units::Bytes(self.quota.max_bytes)
+                ),
+                key: "max_bytes",
+            })
+        } else {
+            None
+        };
+        match refusal {
+            Some(r) => Err(r),
+            None => {
+                index.reserved.insert(id.to_string(), estimate);
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives back the room held by `admit` (the snapshot failed or was written).
+    pub fn release(&self, id: &str) {
+        self.index.lock().reserved.remove(id);
+    }
+
+    /// Renames the assembled bundle into place and makes the rename durable;
+    /// from here on it is acknowledged and queued for every sink.
+    pub fn commit(&self, id: &str, manifest: &Manifest) -> Result<PathBuf, SpoolError> {
         let fail = |source| SpoolError::Commit {
             id: id.to_string(),
             dir: self.dir.clone(),
@@ -80,12 +335,233 @@ impl Spool {
         let dest = self.dir.join(id);
         fs::rename(self.partial_dir(id), &dest).map_err(fail)?;
         bundle::sync_dir(&self.dir).map_err(fail)?;
+        let record = self.record(&dest, manifest, BTreeMap::new());
+        {
+            let mut index = self.index.lock();
+            index.reserved.remove(id);
+            index.bundles.insert(id.to_string(), record);
+            // The bundle just acknowledged stays even if it alone is over
+            // the quota: it was accepted by admit().
+            self.enforce_quota(&mut index, Some(id));
+            self.update_gauges(&index);
+        }
+        self.changed.send_modify(|n| *n += 1);
         Ok(dest)
     }
 
     /// Drops a bundle that failed while being assembled.
     pub fn discard(&self, id: &str) {
         let _ = fs::remove_dir_all(self.partial_dir(id));
+        self.release(id);
+    }
+
+    /// Wakes up whenever a bundle is committed or a delivery finishes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Takes the next bundle to deliver to `sink`: never tried ones oldest
+    /// first, then the least recently tried, so one bundle a sink keeps
+    /// refusing does not hold back the others. Reads its manifest from disk.
+    pub fn next_for(&self, sink: &str) -> Option<BundleRef> {
+        loop {
+            let id = {
+                let mut index = self.index.lock();
+                let id = index
+                    .bundles
+                    .iter()
+                    .filter(|(_, r)| is_pending(r, sink) && !r.in_flight.contains(sink))
+                    .min_by_key(|(id, r)| (r.sinks.get(sink).and_then(|s| s.tried), id.as_str()))
+                    .map(|(id, _)| id.clone())?;
+                if let Some(r) = index.bundles.get_mut(&id) {
+                    r.in_flight.insert(sink.to_string());
+                }
+                id
+            };
+            let dir = self.dir.join(&id);
+            match bundle::read_manifest(&dir) {
+                Ok(manifest) => return Some(BundleRef { id, dir, manifest }),
+                Err(e) => {
+                    let err = SinkError::Damaged {
+                        id: id.clone(),
+                        why: e.to_string(),
+                    };
+                    self.finish(&id, sink, Err(&err));
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of one delivery attempt, durably, and frees room
+    /// if the bundle is now delivered everywhere.
+    pub fn finish(&self, id: &str, sink: &str, outcome: Result<&Delivered, &SinkError>) {
+        let mut index = self.index.lock();
+        let Some(r) = index.bundles.get_mut(id) else {
+            return;
+        };
+        r.in_flight.remove(sink);
+        let now = bundle::rfc3339(SystemTime::now());
+        let s = r.sinks.entry(sink.to_string()).or_insert_with(SinkState::pending);
+        s.attempts += 1;
+        s.last_attempt_at = Some(now.clone());
+        s.tried = Some(Instant::now());
+        match outcome {
+            Ok(d) => {
+                s.state = DeliveryState::Delivered;
+                s.delivered_at = Some(now);
+                s.location = Some(d.location.clone());
+                s.last_error = None;
+            }
+            Err(e) => {
+                s.last_error = Some(e.to_string());
+                if e.is_permanent() {
+                    s.state = DeliveryState::Failed;
+                }
+            }
+        }
+        let file = LedgerFile {
+            id: id.to_string(),
+            sinks: r.sinks.clone(),
+        };
+        if let Err(e) = write_ledger(&self.dir.join(LEDGER), &file) {
+            // The bundle stays; after a restart it is delivered again under
+            // the same keys, which the sinks make harmless.
+            events::ledger_write_failed(id, &e);
+        }
+        self.enforce_quota(&mut index, None);
+        self.update_gauges(&index);
+        drop(index);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Forgets an attempt cut short by shutdown: no outcome, nothing recorded.
+    pub fn abandon(&self, id: &str, sink: &str) {
+        if let Some(r) = self.index.lock().bundles.get_mut(id) {
+            r.in_flight.remove(sink);
+        }
+    }
+
+    /// Bundles not yet delivered to `sink` (damaged ones excluded).
+    pub fn pending_count(&self, sink: &str) -> usize {
+        self.index
+            .lock()
+            .bundles
+            .values()
+            .filter(|r| is_pending(r, sink))
+            .count()
+    }
+
+    /// Per configured sink, where a bundle is; `None` for an unknown id.
+    pub fn deliveries(&self, id: &str) -> Option<BTreeMap<String, SinkState>> {
+        let index = self.index.lock();
+        let r = index.bundles.get(id)?;
+        Some(
+            r.sinks
+                .iter()
+                .filter(|(s, _)| self.sinks.contains(s))
+                .map(|(s, st)| (s.clone(), st.clone()))
+                .collect(),
+        )
+    }
+
+    /// A bundle may go once no configured sink still waits for it.
+    fn evictable(&self, r: &Record) -> bool {
+        r.in_flight.is_empty() && self.sinks.iter().all(|s| !is_pending(r, s))
+    }
+
+    fn enforce_quota(&self, index: &mut Index, keep: Option<&str>) {
+        loop {
+            let bytes: u64 = index.bundles.values().map(|r| r.bytes).sum();
+            let over_bytes = bytes > self.quota.max_bytes;
+            let over_count = index.bundles.len() > self.quota.max_bundles;
+            if !over_bytes && !over_count {
+                return;
+            }
+            let victim = index
+                .bundles
+                .iter()
+                .filter(|(id, r)| self.evictable(r) && Some(id.as_str()) != keep)
+                .min_by_key(|(id, r)| (r.created, id.as_str()))
+                .map(|(id, _)| id.clone());
+            let Some(id) = victim else {
+                // Only undelivered bundles left: they stay, and admit()
+                // refuses new snapshots until deliveries catch up.
+                return;
+            };
+            let Some(r) = index.bundles.remove(&id) else {
+                return;
+            };
+            let reason = if over_bytes { "max_bytes" } else { "max_bundles" };
+            let damaged: Vec<&str> = self
+                .sinks
+                .iter()
+                .filter(|s| {
+                    r.sinks
+                        .get(*s)
+                        .is_some_and(|st| st.state == DeliveryState::Failed)
+                })
+                .map(String::as_str)
+                .collect();
+            match self.evict(&id) {
+                Ok(()) => events::spool_evicted(&self.metrics, &id, &r.target, r.bytes, reason, &damaged),
+                Err(e) => {
+                    warn!(id = %id, error = %e, "cannot evict bundle from the spool; it stays");
+                    index.bundles.insert(id, r);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves the bundle out of sight atomically, then deletes it and its ledger entry.
+    fn evict(&self, id: &str) -> io::Result<()> {
+        let trash = self.dir.join(TRASH).join(id);
+        fs::rename(self.dir.join(id), &trash)?;
+        bundle::sync_dir(&self.dir)?;
+        let _ = fs::remove_file(self.ledger_path(id));
+        let _ = bundle::sync_dir(&self.dir.join(LEDGER));
+        fs::remove_dir_all(&trash)
+    }
+
+    /// Refreshes the spool and delivery gauges; called at scrape time so
+    /// ages are current.
+    pub fn refresh_gauges(&self) {
+        let index = self.index.lock();
+        self.update_gauges(&index);
+    }
+
+    fn update_gauges(&self, index: &Index) {
+        let m = &self.metrics;
+        m.spool_bytes
+            .set(index.bundles.values().map(|r| r.bytes).sum::<u64>() as i64);
+        m.spool_bundles.set(index.bundles.len() as i64);
+        let now = SystemTime::now();
+        for sink in &self.sinks {
+            let labels = m.sink(sink);
+            let states = || {
+                index
+                    .bundles
+                    .values()
+                    .filter_map(|r| r.sinks.get(sink).map(|s| (r, s)))
+            };
+            let pending = states().filter(|(_, s)| s.state == DeliveryState::Pending);
+            let (mut n, mut retrying, mut oldest) = (0i64, 0i64, None::<SystemTime>);
+            for (r, s) in pending {
+                n += 1;
+                if s.attempts > 0 {
+                    retrying += 1;
+                }
+                oldest = Some(oldest.map_or(r.created, |o| o.min(r.created)));
+            }
+            let failed = states().filter(|(_, s)| s.state == DeliveryState::Failed).count();
+            m.delivery_pending.get_or_create(&labels).set(n);
+            m.delivery_retrying.get_or_create(&labels).set(retrying);
+            m.delivery_failed_bundles
+                .get_or_create(&labels)
+                .set(failed as i64);
+            let age = oldest.map_or(0.0, |o| now.duration_since(o).unwrap_or_default().as_secs_f64());
+            m.delivery_oldest_age.get_or_create(&labels).set(age);
+        }
     }
 
     /// The directory of a committed bundle, if `id` is a valid id that exists.
@@ -116,6 +592,49 @@ impl Spool {
     }
 }
 
+fn is_pending(r: &Record, sink: &str) -> bool {
+    r.sinks
+        .get(sink)
+        .is_none_or(|s| s.state == DeliveryState::Pending)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn read_ledger(path: &Path) -> Option<BTreeMap<String, SinkState>> {
+    let text = fs::read(path).ok()?;
+    match serde_json::from_slice::<LedgerFile>(&text) {
+        Ok(f) => Some(f.sinks),
+        Err(e) => {
+            // Written aside and renamed, so this is damage from outside:
+            // deliver again rather than trust it.
+            warn!(path = %path.display(), error = %e, "unreadable ledger entry; the bundle counts as pending for every sink");
+            None
+        }
+    }
+}
+
+/// Write aside, fsync, rename, fsync the directory: the entry is the old
+/// one or the new one after a crash, never a mix.
+fn write_ledger(dir: &Path, entry: &LedgerFile) -> io::Result<()> {
+    let text = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
+    let tmp = dir.join(format!(".{}.json.tmp", entry.id));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(format!("{}.json", entry.id)))?;
+    bundle::sync_dir(dir)
+}
+
 /// Bundle ids are generated by the agent; anything else in a path is refused,
 /// which also rules out traversal (`..`, `/`, percent-decoded or not).
 pub fn valid_id(id: &str) -> bool {
@@ -139,5 +658,121 @@ mod tests {
         ] {
             assert!(!valid_id(bad), "{bad:?}");
         }
+    }
+
+    fn manifest(id: &str) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "agent_version": "0", "created_at": "2026-11-29T04:10:44.171546Z",
+            "target": {"name": "t"},
+            "trigger": {"kind": "manual", "reason": "", "fired_at": "2026-11-29T04:10:39Z"},
+            "windows": []
+        }))
+        .expect("manifest")
+    }
+
+    /// Writes a fake committed bundle of `bytes` bytes through the real commit path.
+    fn put(spool: &Spool, id: &str, bytes: usize) {
+        let m = manifest(id);
+        let tmp = spool.partial_dir(id);
+        fs::create_dir_all(&tmp).expect("mkdir");
+        fs::write(tmp.join("manifest.json"), serde_json::to_vec(&m).expect("json")).expect("write");
+        fs::write(tmp.join("0001-x.trace"), vec![0u8; bytes]).expect("write");
+        spool.admit(id, bytes as u64).expect("admitted");
+        spool.commit(id, &m).expect("commit");
+    }
+
+    fn open(dir: &Path, sinks: &[&str], quota: Quota) -> Spool {
+        let sinks: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
+        Spool::open(dir, &sinks, quota, Metrics::new()).expect("open")
+    }
+
+    fn delivered() -> Delivered {
+        Delivered {
+            location: "somewhere".into(),
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn the_ledger_survives_a_restart_and_missing_entries_mean_pending() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let quota = Quota {
+            max_bytes: 1 << 30,
+            max_bundles: 100,
+        };
+        let spool = open(tmp.path(), &["a", "b"], quota);
+        put(&spool, "20260101T000000.000Z-t-0001", 10);
+        put(&spool, "20260101T000001.000Z-t-0002", 10);
+        let first = spool.next_for("a").expect("a has work");
+        assert_eq!(first.id, "20260101T000000.000Z-t-0001", "oldest first");
+        spool.finish(&first.id, "a", Ok(&delivered()));
+        let err = SinkError::Remote("down".into());
+        let b = spool.next_for("b").expect("b has work");
+        spool.finish(&b.id, "b", Err(&err));
+        drop(spool);
+
+        // Restart with sink "b" removed and "c" added.
+        let spool = open(tmp.path(), &["a", "c"], quota);
+        assert_eq!(spool.pending_count("a"), 1);
+        assert_eq!(spool.pending_count("c"), 2, "no entry = pending for a new sink");
+        let d = spool.deliveries(&first.id).expect("known");
+        assert_eq!(d["a"].state, DeliveryState::Delivered);
+        assert!(!d.contains_key("b"), "removed sinks are not shown");
+        let again = spool.next_for("a").expect("the other bundle");
+        assert_eq!(again.id, "20260101T000001.000Z-t-0002");
+    }
+
+    #[test]
+    fn quotas_evict_delivered_bundles_first_and_refuse_rather_than_drop_undelivered_ones() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let quota = Quota {
+            max_bytes: 1 << 30,
+            max_bundles: 2,
+        };
+        let spool = open(tmp.path(), &["a"], quota);
+        put(&spool, "20260101T000000.000Z-t-0001", 10);
+        let b = spool.next_for("a").expect("work");
+        spool.finish(&b.id, "a", Ok(&delivered()));
+        put(&spool, "20260101T000001.000Z-t-0002", 10);
+        put(&spool, "20260101T000002.000Z-t-0003", 10);
+        let ids: Vec<String> = spool.list().into_iter().map(|(_, m)| m.id).collect();
+        assert_eq!(
+            ids,
+            ["20260101T000001.000Z-t-0002", "20260101T000002.000Z-t-0003"],
+            "the delivered bundle made room"
+        );
+        let refused = spool.admit("20260101T000003.000Z-t-0004", 10).unwrap_err();
+        assert_eq!(refused.key, "max_bundles");
+        assert!(
+            refused.to_string().contains("still waits for delivery"),
+            "{refused}"
+        );
+        assert_eq!(spool.list().len(), 2, "nothing undelivered was dropped");
+        assert!(!tmp
+            .path()
+            .join(LEDGER)
+            .join("20260101T000000.000Z-t-0001.json")
+            .exists());
+    }
+
+    #[test]
+    fn without_sinks_the_quota_rotates_the_oldest_bundles_out() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = open(
+            tmp.path(),
+            &[],
+            Quota {
+                max_bytes: 600,
+                max_bundles: 100,
+            },
+        );
+        for i in 0..4 {
+            put(&spool, &format!("20260101T00000{i}.000Z-t-000{i}"), 10);
+        }
+        assert!(spool.list().len() <= 2);
+        assert_eq!(
+            spool.list().last().map(|(_, m)| m.id.clone()).as_deref(),
+            Some("20260101T000003.000Z-t-0003")
+        );
     }
 }

@@ -444,3 +444,4 @@ pub fn assert_bundle_valid(dir: &Path) -> Value {
     }
     manifest
 }
+pub mod delivery;

@@ -55,6 +55,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// `[[triggers]]`, `[webhooks]`, `[trigger_limits]`.
     pub triggers: crate::trigger::Settings,
+    /// Where bundles are delivered; empty = they stay in the local spool.
+    pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +86,16 @@ pub struct Snapshots {
     pub dir: PathBuf,
     /// Keep recording this long after a trigger before writing the bundle.
     pub post_trigger: Duration,
+    /// Spool quota in bytes of committed bundles.
+    pub max_bytes: u64,
+    /// Spool quota in committed bundles.
+    pub max_bundles: usize,
 }
+
+/// Default spool quota: room for a few dozen busy-service bundles without
+/// filling a node's disk.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 << 30;
+pub const DEFAULT_SPOOL_MAX_BUNDLES: u64 = 100;
 
 #[derive(Debug, Clone)]
 pub struct Ring {
@@ -391,7 +402,15 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
                 .unwrap_or_else(|| "./flightrec-data".into()),
         ),
         post_trigger: snap_t.duration("post_trigger", Duration::from_secs(2), problems),
+        max_bytes: snap_t.size("max_bytes", DEFAULT_SPOOL_MAX_BYTES, problems),
+        max_bundles: snap_t.uint("max_bundles", DEFAULT_SPOOL_MAX_BUNDLES, problems) as usize,
     };
+    if snapshots.max_bytes < 1 << 20 {
+        problems.push(snap_t.problem("max_bytes", "must be at least 1MiB".into()));
+    }
+    if snapshots.max_bundles == 0 {
+        problems.push(snap_t.problem("max_bundles", "must be at least 1".into()));
+    }
     snap_t.finish(problems);
 
     let mut ring_t = root.table("ring", problems);
@@ -432,6 +451,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         }
     };
     let triggers = crate::trigger::config::read(&mut root, &targets, problems);
+    let sinks = crate::sink::read_all(root.tables("sinks", problems), problems);
     root.finish(problems);
 
     check_targets(&targets, &ring, problems);
@@ -443,6 +463,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         tls,
         targets,
         triggers,
+        sinks,
     }
 }
 

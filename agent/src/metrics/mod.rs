@@ -43,6 +43,30 @@ struct BuildLabels {
     version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkResult {
+    pub sink: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    pub reason: String,
+    /// `delivered` or `undelivered` (damaged on disk for some sink).
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindReason {
+    pub kind: String,
+    pub reason: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn gap_histogram() -> Histogram {
@@ -89,6 +113,25 @@ pub struct Metrics {
     pub freshness: Arc<Freshness>,
     /// Triggers and webhooks.
     pub triggers: crate::trigger::events::TriggerMetrics,
+    /// Snapshots refused because the spool is full of undelivered bundles.
+    pub snapshots_refused: Family<KindReason, Counter>,
+    pub spool_bytes: Gauge,
+    pub spool_bundles: Gauge,
+    pub spool_max_bytes: Gauge,
+    pub spool_max_bundles: Gauge,
+    pub spool_evictions: Family<EvictionLabels, Counter>,
+    /// Delivery attempts by outcome (delivered | failed).
+    pub deliveries: Family<SinkResult, Counter>,
+    pub delivered_bytes: Family<SinkLabels, Counter>,
+    /// Failed attempts that will be retried.
+    pub delivery_retries: Family<SinkLabels, Counter>,
+    pub delivery_pending: Family<SinkLabels, Gauge>,
+    pub delivery_retrying: Family<SinkLabels, Gauge>,
+    pub delivery_failed_bundles: Family<SinkLabels, Gauge>,
+    pub delivery_oldest_age: Family<SinkLabels, FloatGauge>,
+    pub delivery_seconds: Family<SinkLabels, Histogram, fn() -> Histogram>,
+    pub circuit_open: Family<SinkLabels, Gauge>,
+    pub circuit_opened: Family<SinkLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,6 +155,22 @@ impl Metrics {
             snapshot_write: latency_histogram(),
             freshness: Arc::new(Freshness::default()),
             triggers: Default::default(),
+            snapshots_refused: Family::default(),
+            spool_bytes: Gauge::default(),
+            spool_bundles: Gauge::default(),
+            spool_max_bytes: Gauge::default(),
+            spool_max_bundles: Gauge::default(),
+            spool_evictions: Family::default(),
+            deliveries: Family::default(),
+            delivered_bytes: Family::default(),
+            delivery_retries: Family::default(),
+            delivery_pending: Family::default(),
+            delivery_retrying: Family::default(),
+            delivery_failed_bundles: Family::default(),
+            delivery_oldest_age: Family::default(),
+            delivery_seconds: Family::new_with_constructor(latency_histogram),
+            circuit_open: Family::default(),
+            circuit_opened: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -207,12 +266,103 @@ impl Metrics {
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         registry.register_collector(Box::new(m.freshness.clone()));
         m.triggers.register(&mut registry);
+        registry.register(
+            "snapshots_refused",
+            "Snapshots refused because the spool quota is taken by undelivered bundles",
+            m.snapshots_refused.clone(),
+        );
+        registry.register_with_unit(
+            "spool",
+            "Bytes of committed bundles in the spool",
+            Unit::Bytes,
+            m.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_bundles",
+            "Committed bundles in the spool",
+            m.spool_bundles.clone(),
+        );
+        registry.register_with_unit(
+            "spool_max",
+            "Spool quota in bytes (snapshots.max_bytes)",
+            Unit::Bytes,
+            m.spool_max_bytes.clone(),
+        );
+        registry.register(
+            "spool_max_bundles",
+            "Spool quota in bundles (snapshots.max_bundles)",
+            m.spool_max_bundles.clone(),
+        );
+        registry.register(
+            "spool_evictions",
+            "Bundles evicted from the spool to meet its quota",
+            m.spool_evictions.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Attempts to deliver a bundle to a sink, by result",
+            m.deliveries.clone(),
+        );
+        registry.register_with_unit(
+            "delivered",
+            "Bytes of bundles delivered to a sink",
+            Unit::Bytes,
+            m.delivered_bytes.clone(),
+        );
+        registry.register(
+            "delivery_retries",
+            "Failed delivery attempts that will be retried with backoff",
+            m.delivery_retries.clone(),
+        );
+        registry.register(
+            "delivery_pending_bundles",
+            "Bundles not yet delivered to the sink",
+            m.delivery_pending.clone(),
+        );
+        registry.register(
+            "delivery_retrying_bundles",
+            "Bundles whose delivery to the sink failed at least once and is being retried",
+            m.delivery_retrying.clone(),
+        );
+        registry.register(
+            "delivery_failed_bundles",
+            "Bundles that can never be delivered to the sink (damaged on disk)",
+            m.delivery_failed_bundles.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_oldest_pending_age",
+            "Age of the oldest bundle not yet delivered to the sink (0 when none)",
+            Unit::Seconds,
+            m.delivery_oldest_age.clone(),
+        );
+        registry.register_with_unit(
+            "delivery",
+            "Time to deliver one bundle to the sink (successful attempts)",
+            Unit::Seconds,
+            m.delivery_seconds.clone(),
+        );
+        registry.register(
+            "sink_circuit_open",
+            "1 while the sink's circuit breaker is open (deliveries paused), else 0",
+            m.circuit_open.clone(),
+        );
+        registry.register(
+            "sink_circuit_opened",
+            "Times the sink's circuit breaker opened",
+            m.circuit_opened.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
     pub fn target(&self, target: &str) -> TargetLabels {
         TargetLabels {
             target: target.to_string(),
+        }
+    }
+
+    pub fn sink(&self, sink: &str) -> SinkLabels {
+        SinkLabels {
+            sink: sink.to_string(),
         }
     }
 

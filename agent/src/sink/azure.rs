@@ -1,0 +1,71 @@
+//! Azure Blob Storage (and Azurite), through `object_store`.
+//!
+//! Credentials come from `MicrosoftAzureBuilder::from_env()`:
+//! `AZURE_STORAGE_ACCOUNT_KEY`, a SAS token, a service principal
+//! (`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`/`AZURE_TENANT_ID`), workload
+//! identity or managed identity. As for S3, the provider's credential chain
+//! reading its own variables is the documented exception to "only config/
+//! reads environment variables".
+
+use std::sync::Arc;
+
+use object_store::azure::MicrosoftAzureBuilder;
+
+use super::object::{self, ObjectSink, Upload};
+use crate::config::table::Table;
+use crate::config::Problem;
+
+#[derive(Debug, Clone)]
+pub struct AzureConfig {
+    pub account: String,
+    /// The container (called `bucket` like the other object stores).
+    pub bucket: String,
+    pub prefix: String,
+    /// Account URL for Azurite or sovereign clouds, e.g.
+    /// `http://127.0.0.1:10000/devstoreaccount1`.
+    pub endpoint: Option<String>,
+    pub allow_http: bool,
+    pub upload: Upload,
+}
+
+pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> AzureConfig {
+    let account = super::required(t, "account", "the storage account name", problems);
+    let bucket = super::required(t, "bucket", "the blob container to write bundles into", problems);
+    let prefix = super::read_prefix(t, problems);
+    let endpoint = t.string("endpoint", problems);
+    let allow_http = t.bool("allow_http", false, problems);
+    if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) && !allow_http {
+        problems.push(t.problem(
+            "allow_http",
+            "the endpoint is plain http://; set allow_http = true to send bundles unencrypted".into(),
+        ));
+    }
+    AzureConfig {
+        account,
+        bucket,
+        prefix,
+        endpoint,
+        allow_http,
+        upload: object::read_upload(t, problems),
+    }
+}
+
+pub fn build(name: &str, c: &AzureConfig) -> Result<ObjectSink, String> {
+    let mut b = MicrosoftAzureBuilder::from_env()
+        .with_account(&c.account)
+        .with_container_name(&c.bucket)
+        .with_allow_http(c.allow_http)
+        .with_retry(object::store_retry());
+    if let Some(e) = &c.endpoint {
+        b = b.with_endpoint(e.clone());
+    }
+    let store = b.build().map_err(|e| object::error_chain(&e))?;
+    Ok(ObjectSink {
+        name: name.to_string(),
+        store: Arc::new(store),
+        root: format!("az://{}/{}", c.account, c.bucket),
+        prefix: c.prefix.clone(),
+        upload: c.upload.clone(),
+        auth_hint: "check AZURE_STORAGE_ACCOUNT_KEY (or the SAS token, service principal or managed identity) and that it may write blobs in the container",
+    })
+}

@@ -1,0 +1,62 @@
+//! Google Cloud Storage, through `object_store`.
+//!
+//! Credentials come from `GoogleCloudStorageBuilder::from_env()`:
+//! `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_APPLICATION_CREDENTIALS` (a service
+//! account or application-default credentials file), else the metadata
+//! server (GKE workload identity, GCE); `GOOGLE_BEARER_TOKEN` for a token
+//! minted elsewhere. As for S3, the provider's credential
+//! chain reading its own variables is the documented exception to "only
+//! config/ reads environment variables".
+
+use std::sync::Arc;
+
+use object_store::gcp::GoogleCloudStorageBuilder;
+
+use super::object::{self, ObjectSink, Upload};
+use crate::config::table::Table;
+use crate::config::Problem;
+
+#[derive(Debug, Clone)]
+pub struct GcsConfig {
+    pub bucket: String,
+    pub prefix: String,
+    /// A service account key file; overrides the environment.
+    pub service_account_file: Option<String>,
+    /// Another API base URL (an emulator, a private endpoint).
+    pub endpoint: Option<String>,
+    pub allow_http: bool,
+    pub upload: Upload,
+}
+
+pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> GcsConfig {
+    GcsConfig {
+        bucket: super::required(t, "bucket", "the bucket to write bundles into", problems),
+        prefix: super::read_prefix(t, problems),
+        service_account_file: t.string("service_account_file", problems),
+        endpoint: t.string("endpoint", problems),
+        allow_http: t.bool("allow_http", false, problems),
+        upload: object::read_upload(t, problems),
+    }
+}
+
+pub fn build(name: &str, c: &GcsConfig) -> Result<ObjectSink, String> {
+    let mut b = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(&c.bucket)
+        .with_client_options(object_store::ClientOptions::new().with_allow_http(c.allow_http))
+        .with_retry(object::store_retry());
+    if let Some(f) = &c.service_account_file {
+        b = b.with_service_account_path(f);
+    }
+    if let Some(e) = &c.endpoint {
+        b = b.with_base_url(e);
+    }
+    let store = b.build().map_err(|e| object::error_chain(&e))?;
+    Ok(ObjectSink {
+        name: name.to_string(),
+        store: Arc::new(store),
+        root: format!("gs://{}", c.bucket),
+        prefix: c.prefix.clone(),
+        upload: c.upload.clone(),
+        auth_hint: "check GOOGLE_APPLICATION_CREDENTIALS (or service_account_file, or the workload identity) and that it may create objects in the bucket",
+    })
+}

@@ -1,0 +1,87 @@
+//! Amazon S3 and S3-compatible servers (MinIO, Ceph, s3s, R2), through `object_store`.
+//!
+//! Credentials come from `AmazonS3Builder::from_env()`: the standard
+//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`,
+//! web identity (IRSA: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`), the
+//! ECS container endpoint, then instance metadata. This is the one
+//! documented exception to "only config/ reads environment variables": the
+//! provider's own credential chain reads the provider's own variables, and
+//! the agent never sees or logs the secrets. Keys in the config file win
+//! over `AWS_*` variables for everything else (bucket, endpoint, region).
+
+use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+
+use super::object::{self, ObjectSink, Upload};
+use crate::config::table::Table;
+use crate::config::Problem;
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
+    /// For S3-compatible servers; AWS itself needs none.
+    pub endpoint: Option<String>,
+    /// Falls back to `AWS_REGION` / `AWS_DEFAULT_REGION`, then `us-east-1`.
+    pub region: Option<String>,
+    pub allow_http: bool,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
+    pub path_style: bool,
+    pub upload: Upload,
+}
+
+pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> S3Config {
+    let bucket = super::required(t, "bucket", "the bucket to write bundles into", problems);
+    let prefix = super::read_prefix(t, problems);
+    let endpoint = t.string("endpoint", problems);
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            problems.push(t.problem("endpoint", format!("{e:?} must be an http:// or https:// URL")));
+        }
+    }
+    let region = t.string("region", problems);
+    let allow_http = t.bool("allow_http", false, problems);
+    if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) && !allow_http {
+        problems.push(t.problem(
+            "allow_http",
+            "the endpoint is plain http://; set allow_http = true to send bundles unencrypted".into(),
+        ));
+    }
+    // S3-compatible servers rarely have wildcard DNS for virtual-hosted
+    // buckets; AWS itself prefers virtual-hosted style.
+    let path_style = t.bool("path_style", endpoint.is_some(), problems);
+    let upload = object::read_upload(t, problems);
+    S3Config {
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        allow_http,
+        path_style,
+        upload,
+    }
+}
+
+pub fn build(name: &str, c: &S3Config) -> Result<ObjectSink, String> {
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(&c.bucket)
+        .with_allow_http(c.allow_http)
+        .with_virtual_hosted_style_request(!c.path_style)
+        .with_retry(object::store_retry());
+    if let Some(e) = &c.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(r) = &c.region {
+        b = b.with_region(r);
+    }
+    let store = b.build().map_err(|e| object::error_chain(&e))?;
+    Ok(ObjectSink {
+        name: name.to_string(),
+        store: Arc::new(store),
+        root: format!("s3://{}", c.bucket),
+        prefix: c.prefix.clone(),
+        upload: c.upload.clone(),
+        auth_hint: "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the role the agent runs as) and that it may write to the bucket",
+    })
+}
