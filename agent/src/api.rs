@@ -1,6 +1,5 @@
 //! The HTTP API: targets, snapshots, health and metrics, as JSON over axum.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -15,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::bundle;
-use crate::collector::SharedStatus;
 use crate::config::{Config, Secret};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::ring::Rings;
 use crate::snapshot::{Firing, Phase, SnapshotError, Snapshots};
@@ -25,7 +24,8 @@ use crate::spool;
 pub struct AppState {
     pub config: Config,
     pub rings: Arc<Rings>,
-    pub statuses: BTreeMap<String, SharedStatus>,
+    /// The targets recorded now, with their collectors' status.
+    pub fleet: Arc<Fleet>,
     pub snapshots: Arc<Snapshots>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Secret>,
@@ -155,18 +155,17 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting or shutting down").into_response();
     }
     let now = std::time::SystemTime::now();
-    let stale: Vec<&str> = state
-        .config
-        .targets
-        .iter()
-        .filter(|t| {
-            let status = state.statuses.get(&t.name).map(|s| s.lock().clone());
-            let window = status.as_ref().map_or(t.window, |s| s.window);
-            let fresh_within = window * 3 + std::time::Duration::from_secs(10);
-            let last = status.and_then(|s| s.last_window_at);
-            !last.is_some_and(|at| now.duration_since(at).is_ok_and(|age| age <= fresh_within))
+    let stale: Vec<String> = state
+        .fleet
+        .list()
+        .into_iter()
+        .filter(|(_, status)| {
+            let fresh_within = status.window * 3 + std::time::Duration::from_secs(10);
+            !status
+                .last_window_at
+                .is_some_and(|at| now.duration_since(at).is_ok_and(|age| age <= fresh_within))
         })
-        .map(|t| t.name.as_str())
+        .map(|(t, _)| t.name)
         .collect();
     let body = json!({ "status": "ready", "targets_not_recording": stale });
     if state.config.server.ready_requires_targets && !stale.is_empty() {
@@ -206,11 +205,11 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 
 async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
     let list: Vec<Value> = state
-        .config
-        .targets
-        .iter()
-        .map(|t| {
-            let st = state.statuses.get(&t.name).map(|s| s.lock().clone());
+        .fleet
+        .list()
+        .into_iter()
+        .map(|(t, status)| {
+            let st = Some(status);
             let ring = state.rings.status(&t.name).unwrap_or_default();
             json!({
                 "name": t.name,

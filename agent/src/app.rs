@@ -1,28 +1,28 @@
 //! Where the agent's life begins and ends: wires config to collectors, rings, snapshots and the API.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::api::{self, AppState};
-use crate::collector::{self, Collector};
-use crate::config::{Config, Secret};
+use crate::collector;
+use crate::config::{Config, ConfigError, Secret};
 use crate::delivery::Delivery;
 use crate::events;
-use crate::metrics::Metrics;
+use crate::fleet::{Fleet, FleetError};
+use crate::metrics::{Metrics, ResultLabels};
 use crate::ring::Rings;
 use crate::sink;
 use crate::snapshot::Snapshots;
 use crate::spool::{Quota, Spool, SpoolError};
-use crate::trigger::{self, webhook::WebhookError, Gate};
+use crate::trigger::{self, webhook::WebhookError, Gate, Triggers};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
 /// part before cutting them short.
@@ -52,12 +52,8 @@ pub enum RunError {
     },
     #[error("API token file {0} is empty")]
     EmptyToken(String),
-    #[error("cannot build the HTTP client for target {target}: {source}")]
-    Client {
-        target: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error(transparent)]
+    Client(#[from] FleetError),
     #[error("cannot use tls.ca_file {path}: {why}")]
     Tls { path: String, why: String },
     #[error(transparent)]
@@ -90,6 +86,16 @@ pub struct RunOptions {
     pub bound: Option<oneshot::Sender<SocketAddr>>,
     /// Set when started by systemd with `Type=notify`.
     pub systemd: Option<crate::config::Systemd>,
+    /// Reloads the config (SIGHUP) when asked.
+    pub reload: Option<Reloader>,
+}
+
+/// Asks for, and reads, a new config while the agent runs.
+pub struct Reloader {
+    /// One message per reload request (SIGHUP).
+    pub requests: mpsc::Receiver<()>,
+    /// Reads the config again, from the same file and environment.
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send>,
 }
 
 fn load_ca(config: &Config) -> Result<Vec<reqwest::Certificate>, RunError> {
@@ -145,7 +151,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         quota,
         metrics.clone(),
     )?);
-    let rings = Arc::new(Rings::new(&config.targets, config.ring.max_bytes));
+    let rings = Arc::new(Rings::new(&[], config.ring.max_bytes));
+    let fleet = Fleet::new(rings.clone(), metrics.clone(), extra_roots);
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -162,6 +169,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     let closing = CancellationToken::new();
     let snapshots = Snapshots::new(
         &config,
+        fleet.clone(),
         rings.clone(),
         spool.clone(),
         metrics.clone(),
@@ -183,30 +191,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         gate.clone(),
     )?);
 
-    let collecting = CancellationToken::new();
-    let collectors = TaskTracker::new();
-    let mut statuses = BTreeMap::new();
-    for target in &config.targets {
-        let client = Collector::client_for(target, &extra_roots).map_err(|source| RunError::Client {
-            target: target.name.clone(),
-            source,
-        })?;
-        let status = collector::new_status(target);
-        statuses.insert(target.name.clone(), status.clone());
-        info!(target = %target.name, url = %target.public_url(), window = %crate::units::Secs(target.window), "recording");
-        let c = Collector::new(
-            target.clone(),
-            client,
-            rings.clone(),
-            metrics.clone(),
-            status,
-            collecting.clone(),
-        );
-        collectors.spawn(c.run());
-    }
-    collectors.close();
+    fleet.apply(&config.targets)?;
+    metrics
+        .config_last_reload_success
+        .set(crate::bundle::unix_seconds(SystemTime::now()));
     // Triggers stop as soon as shutdown begins: no new snapshot can start then.
-    let triggers = trigger::spawn(&config.triggers, &gate, &closing);
+    let triggers = Triggers::start(&config.triggers.triggers, &gate, &closing);
 
     let delivering = CancellationToken::new();
     let deliveries = TaskTracker::new();
@@ -223,17 +213,18 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     }
     deliveries.close();
 
+    let expiry_stop = CancellationToken::new();
     let expiry = tokio::spawn(expire_loop(
         rings.clone(),
         metrics.clone(),
-        config.targets.iter().map(|t| t.name.clone()).collect(),
-        collecting.clone(),
+        fleet.clone(),
+        expiry_stop.clone(),
     ));
 
     let state = Arc::new(AppState {
         config: config.clone(),
         rings: rings.clone(),
-        statuses,
+        fleet: fleet.clone(),
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         token,
@@ -262,10 +253,28 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         tokio::spawn(n.clone().watchdog(watchdog_stop.clone()));
     }
 
-    // The server only ends early on an I/O failure; shut down in order then too.
-    let early = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        r = &mut server => Some(r),
+    // Serve until told to stop; a reload request changes what is recorded in
+    // between. The server only ends early on an I/O failure; shut down in
+    // order then too.
+    let mut reload = options.reload;
+    let mut running = config.clone();
+    let early = loop {
+        let request = async {
+            match reload.as_mut() {
+                Some(r) => r.requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            r = &mut server => break Some(r),
+            Some(()) = request => {
+                if let Some(r) = &reload {
+                    let reloaded = Reload { fleet: &fleet, triggers: &triggers, webhooks: &state.webhooks, metrics: &metrics };
+                    reloaded.apply(&mut running, (r.load)());
+                }
+            }
+        }
     };
 
     info!("shutting down: no new snapshots; finishing those in flight");
@@ -274,10 +283,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     }
     state.ready.store(false, Ordering::Release);
     closing.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), triggers.wait())
-        .await
-        .is_err()
-    {
+    if !triggers.wait(Duration::from_secs(5)).await {
         warn!("triggers did not stop within 5s");
     }
     let left = snapshots.drain(SHUTDOWN_GRACE).await;
@@ -287,11 +293,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
             "post-trigger recording did not finish in time; cutting it short"
         );
     }
-    collecting.cancel();
-    if tokio::time::timeout(Duration::from_secs(10), collectors.wait())
-        .await
-        .is_err()
-    {
+    if !fleet.stop(Duration::from_secs(10)).await {
         warn!("collectors did not stop within 10s");
     }
     recording_stopped.cancel();
@@ -302,6 +304,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
             "bundles still unwritten at exit; they were never acknowledged"
         );
     }
+    expiry_stop.cancel();
     let _ = expiry.await;
     drain_deliveries(&spool, DELIVERY_GRACE).await;
     delivering.cancel();
@@ -347,7 +350,7 @@ async fn drain_deliveries(spool: &Spool, grace: Duration) {
 }
 
 /// Ages windows out of idle rings and keeps ring gauges fresh.
-async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, names: Vec<String>, stop: CancellationToken) {
+async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, fleet: Arc<Fleet>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -357,8 +360,83 @@ async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, names: Vec<String
         }
         let evicted = rings.expire(SystemTime::now());
         events::evicted(&metrics, &evicted);
-        for name in &names {
-            collector::update_ring_gauges(&metrics, &rings, name);
+        for name in fleet.names() {
+            collector::update_ring_gauges(&metrics, &rings, &name);
         }
+    }
+}
+
+/// What a reload can change while the agent runs: the targets (collectors,
+/// rings, what alerts select) and the `[[triggers]]`. Everything else is
+/// read once at startup and needs a restart; a reload that changes it says so.
+struct Reload<'a> {
+    fleet: &'a Fleet,
+    triggers: &'a Triggers,
+    webhooks: &'a crate::trigger::webhook::Webhooks,
+    metrics: &'a Metrics,
+}
+
+impl Reload<'_> {
+    fn apply(&self, running: &mut Config, loaded: Result<Config, ConfigError>) {
+        let result = |r: &str| ResultLabels { result: r.into() };
+        let new = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&result("rejected"))
+                    .inc();
+                warn!("config reload rejected; the previous config keeps running:\n{e}");
+                return;
+            }
+        };
+        let changes = match self.fleet.apply(&new.targets) {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&result("rejected"))
+                    .inc();
+                warn!(error = %e, "config reload rejected; the previous config keeps running");
+                return;
+            }
+        };
+        self.webhooks.set_targets(&new.targets);
+        let (started, stopped) = self.triggers.apply(&new.triggers.triggers);
+        let t = &new.triggers;
+        let r = &running.triggers;
+        let needs_restart: Vec<&str> = [
+            ("server", new.server != running.server),
+            ("snapshots", new.snapshots != running.snapshots),
+            ("ring", new.ring != running.ring),
+            ("log", new.log != running.log),
+            ("tls", new.tls != running.tls),
+            ("sinks", new.sinks != running.sinks),
+            ("webhooks", t.webhooks != r.webhooks),
+            ("trigger_limits", t.limits != r.limits),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect();
+        for section in &needs_restart {
+            warn!(
+                section,
+                "[{section}] changed; it is read at startup, so the change takes effect after a restart"
+            );
+        }
+        info!(
+            added = ?changes.added, removed = ?changes.removed, restarted = ?changes.restarted,
+            updated = ?changes.updated, triggers_started = ?started, triggers_stopped = ?stopped,
+            "config reloaded"
+        );
+        self.metrics
+            .config_reloads
+            .get_or_create(&result("applied"))
+            .inc();
+        self.metrics
+            .config_last_reload_success
+            .set(crate::bundle::unix_seconds(SystemTime::now()));
+        running.targets = new.targets;
+        running.triggers.triggers = new.triggers.triggers;
     }
 }

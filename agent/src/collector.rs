@@ -6,6 +6,7 @@
 //! socket being read slowly, because a Go service whose trace reader stalls
 //! buffers the trace in memory without bound.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -134,6 +135,9 @@ enum Failure {
 pub struct Collector {
     target: Target,
     name: Arc<str>,
+    /// Last window sequence number; shared with the collector this one
+    /// replaces after a reload, so numbers keep rising for snapshots.
+    seq: Arc<AtomicU64>,
     client: reqwest::Client,
     rings: Arc<Rings>,
     metrics: Arc<Metrics>,
@@ -144,6 +148,7 @@ pub struct Collector {
 impl Collector {
     pub fn new(
         target: Target,
+        seq: Arc<AtomicU64>,
         client: reqwest::Client,
         rings: Arc<Rings>,
         metrics: Arc<Metrics>,
@@ -154,6 +159,7 @@ impl Collector {
         Collector {
             target,
             name,
+            seq,
             client,
             rings,
             metrics,
@@ -209,7 +215,6 @@ impl Collector {
             .window_seconds
             .get_or_create(&labels)
             .set(window.as_secs_f64());
-        let mut seq = 0u64;
         let mut failures = 0u32;
         while !self.shutdown.is_cancelled() {
             match self.capture(window).await {
@@ -218,8 +223,7 @@ impl Collector {
                         events::target_recovered(&self.name, failures);
                     }
                     failures = 0;
-                    seq += 1;
-                    captured.seq = seq;
+                    captured.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
                     {
                         let mut st = self.status.lock();
                         st.state = State::Recording;

@@ -12,6 +12,7 @@ pub mod collector;
 pub mod config;
 pub mod delivery;
 pub mod events;
+pub mod fleet;
 pub mod metrics;
 pub mod ring;
 pub mod sink;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use flightrec::config::{self, LogFormat, ProcessEnv};
 use flightrec::{app, cli};
@@ -217,9 +217,15 @@ fn run(config_path: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCo
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
+        let path = config_path.clone();
         let options = app::RunOptions {
             systemd: config::systemd(&ProcessEnv),
+            reload: Some(app::Reloader {
+                requests: reload_rx,
+                load: Box::new(move || config::load(path.as_deref(), &ProcessEnv)),
+            }),
             ..Default::default()
         };
         app::run(config, shutdown, options).await
@@ -235,10 +241,14 @@ fn run(config_path: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCo
 }
 
 /// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// SIGHUP: reload the config.
+async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         error!("cannot install signal handlers; stop the agent with SIGKILL");
         return;
     };
@@ -247,6 +257,12 @@ async fn watch_signals(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                // A reload already queued covers this request too.
+                let _ = reload.try_send(());
+                continue;
+            }
         }
         if first {
             first = false;

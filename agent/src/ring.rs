@@ -78,27 +78,67 @@ pub struct Rings {
 
 impl Rings {
     pub fn new(targets: &[Target], max_bytes: u64) -> Self {
-        let rings = targets
-            .iter()
-            .map(|t| {
-                let (feed, _) = broadcast::channel(64);
-                let ring = TargetRing {
-                    windows: HeapRb::new(t.max_windows.max(1)),
-                    bytes: 0,
-                    pending: 0,
-                    max_age: t.max_age,
-                    max_bytes: t.max_bytes,
-                    feed,
-                };
-                (Arc::<str>::from(t.name.as_str()), ring)
-            })
-            .collect();
-        Rings {
+        let rings = Rings {
             inner: Mutex::new(Inner {
-                rings,
+                rings: BTreeMap::new(),
                 total_bytes: 0,
             }),
             max_bytes,
+        };
+        for t in targets {
+            rings.set_target(t);
+        }
+        rings
+    }
+
+    /// Adds a ring for `target`, or applies new bounds to its ring (evicting
+    /// what no longer fits, oldest first). Returns what was evicted.
+    pub fn set_target(&self, target: &Target) -> Vec<(Arc<Window>, Eviction)> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let capacity = target.max_windows.max(1);
+        let Some(ring) = inner.rings.get_mut(target.name.as_str()) else {
+            let (feed, _) = broadcast::channel(64);
+            let ring = TargetRing {
+                windows: HeapRb::new(capacity),
+                bytes: 0,
+                pending: 0,
+                max_age: target.max_age,
+                max_bytes: target.max_bytes,
+                feed,
+            };
+            inner.rings.insert(Arc::from(target.name.as_str()), ring);
+            return Vec::new();
+        };
+        ring.max_age = target.max_age;
+        ring.max_bytes = target.max_bytes;
+        let mut evicted = Vec::new();
+        if ring.windows.capacity().get() != capacity {
+            // A ring's capacity is fixed: move the newest windows to a new one.
+            let mut kept: Vec<Arc<Window>> = ring.windows.pop_iter().collect();
+            let drop = kept.len().saturating_sub(capacity);
+            for old in kept.drain(..drop) {
+                ring.bytes -= old.stored_len();
+                inner.total_bytes -= old.stored_len();
+                evicted.push((old, Eviction::Count));
+            }
+            ring.windows = HeapRb::new(capacity);
+            for w in kept {
+                let _ = ring.windows.try_push(w);
+            }
+        }
+        // Age follows on the next `expire` tick; bytes must fit now.
+        evicted.extend(self.enforce(inner, &target.name, None));
+        evicted
+    }
+
+    /// Drops a target's ring and the windows in it (a snapshot that froze
+    /// them keeps its copies). Its feed closes, so snapshots waiting on it
+    /// write what they have.
+    pub fn remove_target(&self, target: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(ring) = inner.rings.remove(target) {
+            inner.total_bytes -= ring.bytes + ring.pending;
         }
     }
 
@@ -468,6 +508,44 @@ mod tests {
         // A dropped window gives its room back.
         rings.release("b", 150);
         assert_eq!(rings.total_bytes(), 200);
+    }
+
+    #[test]
+    fn new_bounds_apply_in_place_and_a_removed_target_frees_its_bytes() {
+        let forever = Duration::from_secs(3600);
+        let mut a = target("a", 5, 1 << 30, forever);
+        let rings = Rings::new(&[a.clone(), target("b", 5, 1 << 30, forever)], 1 << 30);
+        for i in 1..=5 {
+            rings.insert(window("a", i, 10, at(i)), 0, at(i));
+        }
+        rings.insert(window("b", 1, 10, at(1)), 0, at(1));
+        // Fewer slots: the newest windows stay.
+        a.max_windows = 2;
+        let evicted = rings.set_target(&a);
+        assert_eq!(
+            evicted.iter().map(|(w, _)| w.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        let held = |r: &Rings| {
+            r.freeze("a")
+                .expect("a")
+                .0
+                .iter()
+                .map(|w| w.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(held(&rings), vec![4, 5]);
+        rings.insert(window("a", 6, 10, at(6)), 0, at(6));
+        assert_eq!(held(&rings), vec![5, 6], "the new capacity holds");
+        assert_eq!(rings.total_bytes(), 30);
+        let (_, mut feed) = rings.freeze("b").expect("b");
+        rings.remove_target("b");
+        assert_eq!(rings.total_bytes(), 20);
+        assert!(rings.freeze("b").is_none());
+        assert!(matches!(
+            feed.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Closed)
+        ));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::bundle::{self, BundleMeta, TargetInfo, Trigger};
 use crate::config::Config;
 use crate::events;
+use crate::fleet::Fleet;
 use crate::metrics::{KindResult, Metrics};
 use crate::ring::Rings;
 use crate::spool::Spool;
@@ -109,7 +110,8 @@ pub struct Snapshots {
     rings: Arc<Rings>,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
-    targets: BTreeMap<String, TargetMeta>,
+    /// The targets recorded now (they change on reload).
+    fleet: Arc<Fleet>,
     post_trigger: Duration,
     progress: Mutex<BTreeMap<String, Progress>>,
     tasks: TaskTracker,
@@ -125,32 +127,18 @@ const REMEMBER: usize = 256;
 impl Snapshots {
     pub fn new(
         config: &Config,
+        fleet: Arc<Fleet>,
         rings: Arc<Rings>,
         spool: Arc<Spool>,
         metrics: Arc<Metrics>,
         recording_stopped: CancellationToken,
         closing: CancellationToken,
     ) -> Arc<Self> {
-        let targets = config
-            .targets
-            .iter()
-            .map(|t| {
-                let meta = TargetMeta {
-                    info: TargetInfo {
-                        name: t.name.clone(),
-                        url: t.public_url(),
-                        labels: t.labels.clone(),
-                    },
-                    window: t.window,
-                };
-                (t.name.clone(), meta)
-            })
-            .collect();
         Arc::new(Snapshots {
             rings,
             spool,
             metrics,
-            targets,
+            fleet,
             post_trigger: config.snapshots.post_trigger,
             progress: Mutex::new(BTreeMap::new()),
             tasks: TaskTracker::new(),
@@ -164,7 +152,7 @@ impl Snapshots {
     }
 
     pub fn target_names(&self) -> Vec<String> {
-        self.targets.keys().cloned().collect()
+        self.fleet.names()
     }
 
     /// Freezes the ring of `target` (or of every target) now and starts the
@@ -178,13 +166,24 @@ impl Snapshots {
             return Err(SnapshotError::ShuttingDown);
         }
         let names: Vec<String> = match target {
-            Some(t) if self.targets.contains_key(t) => vec![t.to_string()],
+            Some(t) if self.fleet.get(t).is_some() => vec![t.to_string()],
             Some(t) => return Err(SnapshotError::UnknownTarget(t.to_string())),
-            None => self.targets.keys().cloned().collect(),
+            None => self.fleet.names(),
         };
         let mut ids = Vec::with_capacity(names.len());
         let mut refused = None;
         for name in names {
+            // What the bundle says of its target is fixed when it fires.
+            let Some(meta) = self.fleet.get(&name).map(|t| TargetMeta {
+                info: TargetInfo {
+                    name: t.name.clone(),
+                    url: t.public_url(),
+                    labels: t.labels.clone(),
+                },
+                window: t.window,
+            }) else {
+                continue;
+            };
             let Some((frozen, feed)) = self.rings.freeze(&name) else {
                 continue;
             };
@@ -216,7 +215,7 @@ impl Snapshots {
             let firing = firing.clone();
             let id2 = id.clone();
             self.tasks
-                .spawn(async move { this.make(id2, name, firing, frozen, feed).await });
+                .spawn(async move { this.make(id2, name, meta, firing, frozen, feed).await });
             ids.push(id);
         }
         match refused {
@@ -281,13 +280,11 @@ impl Snapshots {
         self: Arc<Self>,
         id: String,
         target: String,
+        meta: TargetMeta,
         firing: Firing,
         frozen: Vec<Arc<Window>>,
         mut feed: tokio::sync::broadcast::Receiver<Arc<Window>>,
     ) {
-        let Some(meta) = self.targets.get(&target) else {
-            return;
-        };
         let until = firing.fired_at + self.post_trigger;
         // Enough for the window in flight to end, one more to start and end
         // after `until`, and slack for a slow target.

@@ -45,7 +45,7 @@ impl Env for BTreeMap<String, String> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: Server,
     pub snapshots: Snapshots,
@@ -59,7 +59,7 @@ pub struct Config {
     pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub listen: SocketAddr,
     /// File holding the bearer token required by mutating endpoints.
@@ -74,14 +74,14 @@ pub struct Server {
     pub ready_requires_targets: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tls {
     /// PEM file of extra CA certificates trusted for outbound HTTPS (targets,
     /// probes, sinks), on top of the system's roots.
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshots {
     pub dir: PathBuf,
     /// Keep recording this long after a trigger before writing the bundle.
@@ -97,7 +97,7 @@ pub struct Snapshots {
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 << 30;
 pub const DEFAULT_SPOOL_MAX_BUNDLES: u64 = 100;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Ring {
     /// Byte budget shared by the rings of all targets.
     pub max_bytes: u64,
@@ -111,7 +111,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Log {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `flightrec=debug`.
@@ -133,7 +133,7 @@ impl Compression {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub name: String,
     /// Base URL of the service (scheme, host, port, optional user info).

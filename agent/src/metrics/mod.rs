@@ -39,6 +39,11 @@ pub struct KindResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -111,6 +116,10 @@ pub struct Metrics {
     pub snapshot_write: Histogram,
     /// When each target last gave a good window.
     pub freshness: Arc<Freshness>,
+    /// Config reloads by result (applied | rejected).
+    pub config_reloads: Family<ResultLabels, Counter>,
+    /// Unix time of the last config load that was applied (startup included).
+    pub config_last_reload_success: FloatGauge,
     /// Triggers and webhooks.
     pub triggers: crate::trigger::events::TriggerMetrics,
     /// Snapshots refused because the spool is full of undelivered bundles.
@@ -154,6 +163,8 @@ impl Metrics {
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
             freshness: Arc::new(Freshness::default()),
+            config_reloads: Family::default(),
+            config_last_reload_success: FloatGauge::default(),
             triggers: Default::default(),
             snapshots_refused: Family::default(),
             spool_bytes: Gauge::default(),
@@ -265,6 +276,16 @@ impl Metrics {
         registry.register("build_info", "Version of the running agent", build);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         registry.register_collector(Box::new(m.freshness.clone()));
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP) by result: applied, or rejected (the previous config keeps running)",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the config in effect was loaded",
+            m.config_last_reload_success.clone(),
+        );
         m.triggers.register(&mut registry);
         registry.register(
             "snapshots_refused",

@@ -15,7 +15,7 @@ use super::object::{self, ObjectSink, Upload};
 use crate::config::table::Table;
 use crate::config::Problem;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AzureConfig {
     pub account: String,
     /// The container (called `bucket` like the other object stores).

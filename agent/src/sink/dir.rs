@@ -16,7 +16,7 @@ use crate::bundle::{sync_dir, MANIFEST_JSON, MANIFEST_PB};
 use crate::config::table::Table;
 use crate::config::Problem;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DirConfig {
     pub path: PathBuf,
     pub prefix: String,

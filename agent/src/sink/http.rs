@@ -28,7 +28,7 @@ use crate::bundle::MANIFEST_PB;
 use crate::config::table::Table;
 use crate::config::{redact_url, Problem, Secret};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     pub url: Url,
     /// File holding the bearer token; read once at startup.

@@ -84,7 +84,7 @@ pub struct BuildError {
 }
 
 /// Retry, backoff and circuit breaker settings of one sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// First pause after a failed attempt; doubles on each failure.
     pub initial: Duration,
@@ -98,7 +98,7 @@ pub struct RetryPolicy {
     pub attempt_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     /// Names the sink in the ledger, metrics, logs and API; must stay stable
     /// across restarts or bundles are delivered again.
@@ -107,7 +107,7 @@ pub struct SinkConfig {
     pub backend: Backend,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Backend {
     S3(s3::S3Config),
     Gcs(gcs::GcsConfig),

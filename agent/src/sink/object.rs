@@ -25,7 +25,7 @@ use crate::bundle::{MANIFEST_JSON, MANIFEST_PB};
 const READ_CHUNK: usize = 1 << 20;
 
 /// Multipart settings shared by the object-store backends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
     /// Files at least this big go up in parts of this size.
     pub part_size: usize,

@@ -17,7 +17,7 @@ use super::object::{self, ObjectSink, Upload};
 use crate::config::table::Table;
 use crate::config::Problem;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct S3Config {
     pub bucket: String,
     pub prefix: String,

@@ -44,7 +44,7 @@ pub mod defaults {
 }
 
 /// Everything the trigger module reads from the config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     pub triggers: Vec<TriggerConfig>,
     pub webhooks: WebhookConfig,
@@ -52,7 +52,7 @@ pub struct Settings {
 }
 
 /// `[trigger_limits]`: what keeps automatic triggers from flooding the disk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Default per-target cooldown (webhooks, and triggers without their own).
     pub cooldown: Duration,
@@ -73,7 +73,7 @@ impl Default for Limits {
 }
 
 /// One `[[triggers]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TriggerConfig {
     /// Names the trigger in logs and metric labels; `<kind>-<target>` unless set.
     pub name: String,
@@ -100,13 +100,13 @@ impl TriggerConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     Latency(LatencyRule),
     Metric(MetricRule),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LatencyRule {
     pub threshold: Duration,
     /// Fire when this many probes in a row are slow.
@@ -119,7 +119,7 @@ pub struct LatencyRule {
     pub timeouts_count_as_slow: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricRule {
     /// The histogram's name, without `_bucket`.
     pub metric: String,
@@ -134,7 +134,7 @@ pub struct MetricRule {
 }
 
 /// `[webhooks]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookConfig {
     /// Label names compared between an alert and a target's labels.
     pub match_labels: Vec<String>,

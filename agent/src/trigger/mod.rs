@@ -6,8 +6,10 @@
 //! rate limit and webhook dedupe before `Snapshots::fire`; `events` logs and
 //! counts what happens.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,23 +24,69 @@ pub mod webhook;
 pub use config::Settings;
 pub use gate::Gate;
 
-use config::Rule;
+use config::{Rule, TriggerConfig};
 
-/// Starts one task per `[[triggers]]` entry; each stops when `stop` is
-/// cancelled. The tracker is closed: wait on it to see them all stopped.
-pub fn spawn(settings: &Settings, gate: &Arc<Gate>, stop: &CancellationToken) -> TaskTracker {
-    let tasks = TaskTracker::new();
-    for t in &settings.triggers {
-        let (cfg, gate, stop) = (t.clone(), gate.clone(), stop.clone());
-        match &t.rule {
-            Rule::Latency(rule) => {
-                tasks.spawn(latency::run(cfg, rule.clone(), gate, stop));
-            }
-            Rule::Metric(rule) => {
-                tasks.spawn(metric::run(cfg, rule.clone(), gate, stop));
-            }
-        }
+/// The running `[[triggers]]`: one task each, restarted only when its own
+/// config changes on reload.
+pub struct Triggers {
+    gate: Arc<Gate>,
+    /// Parent of every trigger's stop token: cancelled when shutdown begins.
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    running: Mutex<BTreeMap<String, (TriggerConfig, CancellationToken)>>,
+}
+
+impl Triggers {
+    pub fn start(triggers: &[TriggerConfig], gate: &Arc<Gate>, stop: &CancellationToken) -> Arc<Self> {
+        let t = Arc::new(Triggers {
+            gate: gate.clone(),
+            stop: stop.clone(),
+            tasks: TaskTracker::new(),
+            running: Mutex::new(BTreeMap::new()),
+        });
+        t.apply(triggers);
+        t
     }
-    tasks.close();
-    tasks
+
+    /// Starts new triggers, stops removed ones and restarts changed ones;
+    /// returns the names of those started or restarted, and of those stopped.
+    pub fn apply(&self, triggers: &[TriggerConfig]) -> (Vec<String>, Vec<String>) {
+        let mut running = self.running.lock();
+        let mut stopped = Vec::new();
+        let wanted: BTreeMap<&str, &TriggerConfig> = triggers.iter().map(|t| (t.name.as_str(), t)).collect();
+        running.retain(|name, (cfg, token)| {
+            let keep = wanted.get(name.as_str()).is_some_and(|w| *w == cfg);
+            if !keep {
+                token.cancel();
+                stopped.push(name.clone());
+            }
+            keep
+        });
+        let mut started = Vec::new();
+        for t in triggers {
+            if running.contains_key(&t.name) {
+                continue;
+            }
+            let token = self.stop.child_token();
+            let (cfg, gate, stop) = (t.clone(), self.gate.clone(), token.clone());
+            match &t.rule {
+                Rule::Latency(rule) => {
+                    self.tasks.spawn(latency::run(cfg, rule.clone(), gate, stop));
+                }
+                Rule::Metric(rule) => {
+                    self.tasks.spawn(metric::run(cfg, rule.clone(), gate, stop));
+                }
+            }
+            running.insert(t.name.clone(), (t.clone(), token));
+            started.push(t.name.clone());
+        }
+        (started, stopped)
+    }
+
+    /// Waits up to `deadline` for every trigger task to end (after the stop
+    /// token given to [`Triggers::start`] is cancelled).
+    pub async fn wait(&self, deadline: std::time::Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(deadline, self.tasks.wait()).await.is_ok()
+    }
 }

@@ -440,12 +440,23 @@ impl Auth {
     }
 }
 
+fn target_labels(targets: &[Target]) -> Vec<TargetLabels> {
+    targets
+        .iter()
+        .map(|t| TargetLabels {
+            name: t.name.clone(),
+            labels: t.labels.clone(),
+        })
+        .collect()
+}
+
 /// The webhook endpoints' state.
 pub struct Webhooks {
     auth: Auth,
     gate: Arc<Gate>,
     metrics: Arc<Metrics>,
-    targets: Vec<TargetLabels>,
+    /// The targets' labels; replaced when a reload changes the targets.
+    targets: parking_lot::RwLock<Vec<TargetLabels>>,
     match_labels: Vec<String>,
     cooldown: Duration,
 }
@@ -462,16 +473,15 @@ impl Webhooks {
             auth: Auth::load(cfg, bearer)?,
             metrics: gate.metrics().clone(),
             gate,
-            targets: targets
-                .iter()
-                .map(|t| TargetLabels {
-                    name: t.name.clone(),
-                    labels: t.labels.clone(),
-                })
-                .collect(),
+            targets: parking_lot::RwLock::new(target_labels(targets)),
             match_labels: cfg.match_labels.clone(),
             cooldown,
         })
+    }
+
+    /// Alerts select among these targets from now on.
+    pub fn set_targets(&self, targets: &[Target]) {
+        *self.targets.write() = target_labels(targets);
     }
 
     fn reject(&self, source: Source, status: StatusCode, reason: &str, message: String) -> Response {
@@ -546,7 +556,7 @@ impl Webhooks {
         let mut per_target: BTreeMap<String, Vec<&Alert>> = BTreeMap::new();
         let (mut unmatched, mut duplicates) = (0, 0);
         for alert in firing.iter().copied() {
-            let targets = select_targets(&alert.labels, &self.targets, &self.match_labels);
+            let targets = select_targets(&alert.labels, &self.targets.read(), &self.match_labels);
             if targets.is_empty() {
                 unmatched += 1;
                 events::alert_unmatched(&self.metrics, source.as_str(), alert.name(), &alert.labels);
