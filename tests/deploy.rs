@@ -27,12 +27,17 @@ fn have(cmd: &str) -> bool {
 }
 
 fn check_config_text(toml: &str, what: &str) {
+    check_config_env(toml, what, &[]);
+}
+
+fn check_config_env(toml: &str, what: &str, env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("flightrec.toml");
     std::fs::write(&f, toml).expect("write");
     let out = Command::new(AGENT)
         .args(["check-config", "--config"])
         .arg(&f)
+        .envs(env.iter().copied())
         .output()
         .expect("run check-config");
     assert!(
@@ -205,7 +210,9 @@ fn kubernetes_manifests_parse_and_carry_what_matters() {
     check_config_text(&config, "deploy/kubernetes/base/flightrec.toml");
     let deployment = all
         .iter()
-        .find(|(_, d)| d["kind"] == "Deployment")
+        .find(|(p, d)| {
+            d["kind"] == "Deployment" && p.starts_with(repo_root().join("deploy/kubernetes/sidecar"))
+        })
         .map(|(_, d)| d)
         .expect("a Deployment in deploy/kubernetes/sidecar");
     let pod = &deployment["spec"]["template"]["spec"];
@@ -283,6 +290,69 @@ fn kubernetes_manifests_parse_and_carry_what_matters() {
     } else {
         eprintln!("SKIPPED PART: kubectl is not installed; kustomize rendering not checked");
     }
+}
+
+#[test]
+fn the_daemonset_discovers_its_node_s_pods_with_just_enough_rbac() {
+    let all = manifests();
+    let of_kind = |k: &str| -> Vec<&Value> {
+        all.iter()
+            .filter(|(p, d)| p.starts_with(repo_root().join("deploy/kubernetes/daemonset")) && d["kind"] == k)
+            .map(|(_, d)| d)
+            .collect()
+    };
+    let config = read("deploy/kubernetes/daemonset/flightrec.toml");
+    // The node name arrives from the downward API at run time.
+    check_config_env(
+        &config,
+        "deploy/kubernetes/daemonset/flightrec.toml",
+        &[("FLIGHTREC_KUBERNETES__NODE", "node-1")],
+    );
+    assert!(config.contains("[kubernetes]\nenabled = true"));
+
+    let ds = of_kind("DaemonSet");
+    assert_eq!(ds.len(), 1);
+    let pod = &ds[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "flightrec");
+    let c = &pod["containers"][0];
+    let node_env = c["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "FLIGHTREC_KUBERNETES__NODE")
+        .expect("the node name from the downward API");
+    assert_eq!(node_env["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let ring = config
+        .lines()
+        .skip_while(|l| l.trim() != "[ring]")
+        .find_map(|l| l.trim().strip_prefix("max_bytes = "))
+        .map(|v| flightrec::units::parse_size(v.trim_matches('"')).expect("size"))
+        .expect("ring.max_bytes");
+    let limit = quantity(c["resources"]["limits"]["memory"].as_str().expect("limit"));
+    assert!(limit >= ring + (40 << 20), "{limit} vs ring {ring}");
+
+    // RBAC: read pods, nothing else.
+    let roles = of_kind("ClusterRole");
+    assert_eq!(roles.len(), 1);
+    let rules = roles[0]["rules"].as_sequence().expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["resources"][0], "pods");
+    let verbs: Vec<&str> = rules[0]["verbs"]
+        .as_sequence()
+        .expect("verbs")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(verbs, vec!["get", "list"]);
+    let binding = &of_kind("ClusterRoleBinding")[0];
+    assert_eq!(binding["roleRef"]["name"], roles[0]["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["name"], "flightrec");
+    assert_eq!(of_kind("ServiceAccount")[0]["metadata"]["name"], "flightrec");
 }
 
 #[test]

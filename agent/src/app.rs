@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState};
 use crate::collector;
-use crate::config::{Config, ConfigError, Secret};
+use crate::config::{Config, ConfigError, Secret, Target};
 use crate::delivery::Delivery;
 use crate::events;
 use crate::fleet::{Fleet, FleetError};
@@ -54,6 +54,8 @@ pub enum RunError {
     EmptyToken(String),
     #[error(transparent)]
     Client(#[from] FleetError),
+    #[error("kubernetes discovery: {0}")]
+    Discovery(String),
     #[error("cannot use tls.ca_file {path}: {why}")]
     Tls { path: String, why: String },
     #[error(transparent)]
@@ -191,6 +193,22 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         gate.clone(),
     )?);
 
+    // Kubernetes discovery publishes the pods it finds; they join the
+    // configured targets (a configured name wins a clash).
+    let (discovered_tx, mut discovered) = tokio::sync::watch::channel(Vec::new());
+    let discovery = if config.kubernetes.enabled {
+        let http = crate::discovery::client(&config.kubernetes).map_err(RunError::Discovery)?;
+        Some(tokio::spawn(crate::discovery::run(
+            config.kubernetes.clone(),
+            http,
+            discovered_tx,
+            metrics.clone(),
+            closing.clone(),
+        )))
+    } else {
+        drop(discovered_tx);
+        None
+    };
     fleet.apply(&config.targets)?;
     metrics
         .config_last_reload_success
@@ -265,14 +283,24 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
                 None => std::future::pending().await,
             }
         };
+        let reloader = Reload {
+            fleet: &fleet,
+            triggers: &triggers,
+            webhooks: &state.webhooks,
+            metrics: &metrics,
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break None,
             r = &mut server => break Some(r),
             Some(()) = request => {
                 if let Some(r) = &reload {
-                    let reloaded = Reload { fleet: &fleet, triggers: &triggers, webhooks: &state.webhooks, metrics: &metrics };
-                    reloaded.apply(&mut running, (r.load)());
+                    let found = discovered.borrow().clone();
+                    reloader.apply(&mut running, (r.load)(), &found);
                 }
+            }
+            Ok(()) = discovered.changed() => {
+                let found = discovered.borrow_and_update().clone();
+                reloader.targets(&running.targets, &found);
             }
         }
     };
@@ -285,6 +313,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     closing.cancel();
     if !triggers.wait(Duration::from_secs(5)).await {
         warn!("triggers did not stop within 5s");
+    }
+    if let Some(d) = discovery {
+        let _ = d.await;
     }
     let left = snapshots.drain(SHUTDOWN_GRACE).await;
     if left > 0 {
@@ -377,7 +408,34 @@ struct Reload<'a> {
 }
 
 impl Reload<'_> {
-    fn apply(&self, running: &mut Config, loaded: Result<Config, ConfigError>) {
+    /// Records the configured targets plus the discovered ones.
+    fn targets(&self, configured: &[Target], discovered: &[Target]) -> Option<crate::fleet::Changes> {
+        let mut all = configured.to_vec();
+        all.extend(
+            discovered
+                .iter()
+                .filter(|d| !configured.iter().any(|c| c.name == d.name))
+                .cloned(),
+        );
+        match self.fleet.apply(&all) {
+            Ok(changes) => {
+                self.webhooks.set_targets(&all);
+                if !changes.is_empty() {
+                    info!(
+                        added = ?changes.added, removed = ?changes.removed, restarted = ?changes.restarted,
+                        updated = ?changes.updated, "targets changed"
+                    );
+                }
+                Some(changes)
+            }
+            Err(e) => {
+                warn!(error = %e, "targets not changed");
+                None
+            }
+        }
+    }
+
+    fn apply(&self, running: &mut Config, loaded: Result<Config, ConfigError>, discovered: &[Target]) {
         let result = |r: &str| ResultLabels { result: r.into() };
         let new = match loaded {
             Ok(c) => c,
@@ -390,18 +448,14 @@ impl Reload<'_> {
                 return;
             }
         };
-        let changes = match self.fleet.apply(&new.targets) {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&result("rejected"))
-                    .inc();
-                warn!(error = %e, "config reload rejected; the previous config keeps running");
-                return;
-            }
+        let Some(changes) = self.targets(&new.targets, discovered) else {
+            self.metrics
+                .config_reloads
+                .get_or_create(&result("rejected"))
+                .inc();
+            warn!("config reload rejected; the previous config keeps running");
+            return;
         };
-        self.webhooks.set_targets(&new.targets);
         let (started, stopped) = self.triggers.apply(&new.triggers.triggers);
         let t = &new.triggers;
         let r = &running.triggers;
@@ -414,6 +468,7 @@ impl Reload<'_> {
             ("sinks", new.sinks != running.sinks),
             ("webhooks", t.webhooks != r.webhooks),
             ("trigger_limits", t.limits != r.limits),
+            ("kubernetes", new.kubernetes != running.kubernetes),
         ]
         .into_iter()
         .filter_map(|(section, changed)| changed.then_some(section))

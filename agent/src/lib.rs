@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod delivery;
+pub mod discovery;
 pub mod events;
 pub mod fleet;
 pub mod metrics;

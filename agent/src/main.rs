@@ -150,8 +150,13 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(Some(path), &ProcessEnv) {
         Ok(c) => {
+            let discovery = if c.kubernetes.enabled {
+                format!(" + the annotated pods of node {}", c.kubernetes.node)
+            } else {
+                String::new()
+            };
             println!(
-                "{}: ok ({} target{}, API on {}, bundles in {})",
+                "{}: ok ({} target{}{discovery}, API on {}, bundles in {})",
                 path.display(),
                 c.targets.len(),
                 if c.targets.len() == 1 { "" } else { "s" },

@@ -57,6 +57,8 @@ pub struct Config {
     pub triggers: crate::trigger::Settings,
     /// Where bundles are delivered; empty = they stay in the local spool.
     pub sinks: Vec<crate::sink::SinkConfig>,
+    /// `[kubernetes]`: pods on this node that become targets.
+    pub kubernetes: crate::discovery::KubernetesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -438,10 +440,13 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
     };
     log_t.finish(problems);
 
+    let kubernetes = crate::discovery::read(&mut root, problems);
     let targets = match root.tables("targets", problems) {
+        // With discovery, the pods are the targets.
+        None if kubernetes.enabled => Vec::new(),
         None => vec![default_target()],
         Some(tables) => {
-            if tables.is_empty() {
+            if tables.is_empty() && !kubernetes.enabled {
                 problems.push(Problem {
                     path: "targets".into(),
                     message: "is empty; add at least one [[targets]] entry, or remove the key to record http://127.0.0.1:6060".into(),
@@ -464,6 +469,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         targets,
         triggers,
         sinks,
+        kubernetes,
     }
 }
 
@@ -494,7 +500,7 @@ pub fn systemd(env: &dyn Env) -> Option<Systemd> {
     })
 }
 
-fn default_target() -> Target {
+pub(crate) fn default_target() -> Target {
     let window = Duration::from_secs(5);
     let max_age = Duration::from_secs(60);
     Target {
@@ -516,14 +522,14 @@ fn default_target() -> Target {
 
 /// Enough slots for `max_age` of windows plus the one being recorded and one
 /// cut short.
-fn default_max_windows(window: Duration, max_age: Duration) -> usize {
+pub(crate) fn default_max_windows(window: Duration, max_age: Duration) -> usize {
     let per = window.as_secs_f64().max(0.1);
     (max_age.as_secs_f64() / per).ceil() as usize + 2
 }
 
 /// A quiet service may flush nothing until its window ends, so silence is
 /// only suspicious well after that.
-fn default_read_timeout(window: Duration) -> Duration {
+pub(crate) fn default_read_timeout(window: Duration) -> Duration {
     window + Duration::from_secs(10)
 }
 

@@ -39,6 +39,11 @@ pub struct KindResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -116,6 +121,10 @@ pub struct Metrics {
     pub snapshot_write: Histogram,
     /// When each target last gave a good window.
     pub freshness: Arc<Freshness>,
+    /// Kubernetes discovery: targets found, list failures, last good list.
+    pub discovery_targets: Gauge,
+    pub discovery_errors: Family<ReasonLabels, Counter>,
+    pub discovery_last_success: FloatGauge,
     /// Config reloads by result (applied | rejected).
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Unix time of the last config load that was applied (startup included).
@@ -163,6 +172,9 @@ impl Metrics {
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
             freshness: Arc::new(Freshness::default()),
+            discovery_targets: Gauge::default(),
+            discovery_errors: Family::default(),
+            discovery_last_success: FloatGauge::default(),
             config_reloads: Family::default(),
             config_last_reload_success: FloatGauge::default(),
             triggers: Default::default(),
@@ -276,6 +288,21 @@ impl Metrics {
         registry.register("build_info", "Version of the running agent", build);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         registry.register_collector(Box::new(m.freshness.clone()));
+        registry.register(
+            "discovery_targets",
+            "Targets found by Kubernetes discovery",
+            m.discovery_targets.clone(),
+        );
+        registry.register(
+            "discovery_errors",
+            "Failed pod listings by reason (token, request, status, decode)",
+            m.discovery_errors.clone(),
+        );
+        registry.register(
+            "discovery_last_success_timestamp_seconds",
+            "Unix time of the last pod listing that worked",
+            m.discovery_last_success.clone(),
+        );
         registry.register(
             "config_reloads",
             "Config reloads (SIGHUP) by result: applied, or rejected (the previous config keeps running)",
