@@ -238,7 +238,12 @@ fn an_https_target_with_an_untrusted_certificate_fails_clearly_until_its_ca_is_c
     );
     assert!(svc.url.starts_with("https://"));
 
-    let untrusting = Agent::start(&config("", &[("tls", &svc.url)]));
+    // A latency trigger probing the same HTTPS service takes the same trust.
+    let probe = format!(
+        "[[triggers]]\nkind = \"latency\"\ntarget = \"tls\"\nurl = \"{}/healthz\"\ninterval = \"200ms\"\nthreshold = \"10s\"\n",
+        svc.url
+    );
+    let untrusting = Agent::start(&format!("{}{probe}", config("", &[("tls", &svc.url)])));
     let err = wait_for("a certificate error", Duration::from_secs(15), || {
         untrusting.target("tls")["last_error"]["message"]
             .as_str()
@@ -247,15 +252,30 @@ fn an_https_target_with_an_untrusted_certificate_fails_clearly_until_its_ca_is_c
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert!(err.contains("tls.ca_file"), "the error says what to do: {err}");
     assert_eq!(untrusting.windows_kept("tls"), 0);
+    wait_for("probe errors too", Duration::from_secs(15), || {
+        untrusting.metric("flightrec_trigger_errors_total", &[("target", "tls")])
+    });
+    drop(untrusting);
 
     let trusting = Agent::start(&format!(
-        "{}\n[tls]\nca_file = \"{}\"\n",
+        "{}{probe}\n[tls]\nca_file = \"{}\"\n",
         config("", &[("tls", &svc.url)]),
         cert.display()
     ));
     wait_for("windows over HTTPS", Duration::from_secs(20), || {
         (trusting.windows_kept("tls") >= 2).then_some(())
     });
+    let probes = trusting
+        .metric(
+            "flightrec_trigger_probe_duration_seconds_count",
+            &[("target", "tls")],
+        )
+        .unwrap_or(0.0);
+    assert!(probes >= 2.0, "probes over HTTPS: {probes}");
+    assert_eq!(
+        trusting.metric("flightrec_trigger_errors_total", &[("target", "tls")]),
+        None
+    );
     let dir = trusting.snapshot("tls", "over https");
     assert_bundle_valid(&dir);
 }

@@ -56,8 +56,8 @@ pub enum RunError {
     Client(#[from] FleetError),
     #[error("kubernetes discovery: {0}")]
     Discovery(String),
-    #[error("cannot use tls.ca_file {path}: {why}")]
-    Tls { path: String, why: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Sink(#[from] sink::BuildError),
     #[error("API server failed: {0}")]
@@ -100,28 +100,12 @@ pub struct Reloader {
     pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send>,
 }
 
-fn load_ca(config: &Config) -> Result<Vec<reqwest::Certificate>, RunError> {
-    let Some(path) = &config.tls.ca_file else {
-        return Ok(Vec::new());
-    };
-    let fail = |why: String| RunError::Tls {
-        path: path.display().to_string(),
-        why,
-    };
-    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(fail("no PEM certificate in it".into()));
-    }
-    Ok(certs)
-}
-
 /// Runs the agent until `shutdown` is cancelled, then stops in order: no new
 /// snapshots, let those recording finish (bounded), stop collectors, write
 /// what is left, stop the API.
 pub async fn run(config: Config, shutdown: CancellationToken, options: RunOptions) -> Result<(), RunError> {
     let token = load_token(&config)?;
-    let extra_roots = load_ca(&config)?;
+    let extra_roots = crate::tls::ExtraRoots::load(config.tls.ca_file.as_deref())?;
     let notifier = match &options.systemd {
         Some(sd) => match crate::systemd::Notifier::new(sd) {
             Ok(n) => Some(Arc::new(n)),
@@ -140,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     let sinks = config
         .sinks
         .iter()
-        .map(|c| sink::build(c).map(|s| (c, s)))
+        .map(|c| sink::build(c, &extra_roots).map(|s| (c, s)))
         .collect::<Result<Vec<_>, _>>()?;
     let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
     let quota = Quota {
@@ -154,7 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         metrics.clone(),
     )?);
     let rings = Arc::new(Rings::new(&[], config.ring.max_bytes));
-    let fleet = Fleet::new(rings.clone(), metrics.clone(), extra_roots);
+    let fleet = Fleet::new(rings.clone(), metrics.clone(), extra_roots.clone());
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -197,7 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     // configured targets (a configured name wins a clash).
     let (discovered_tx, mut discovered) = tokio::sync::watch::channel(Vec::new());
     let discovery = if config.kubernetes.enabled {
-        let http = crate::discovery::client(&config.kubernetes).map_err(RunError::Discovery)?;
+        let http = crate::discovery::client(&config.kubernetes, &extra_roots).map_err(RunError::Discovery)?;
         Some(tokio::spawn(crate::discovery::run(
             config.kubernetes.clone(),
             http,
@@ -214,7 +198,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         .config_last_reload_success
         .set(crate::bundle::unix_seconds(SystemTime::now()));
     // Triggers stop as soon as shutdown begins: no new snapshot can start then.
-    let triggers = Triggers::start(&config.triggers.triggers, &gate, &closing);
+    let triggers = Triggers::start(&config.triggers.triggers, &gate, &closing, &extra_roots);
 
     let delivering = CancellationToken::new();
     let deliveries = TaskTracker::new();

@@ -20,6 +20,7 @@ use crate::config::{Compression, Target};
 use crate::events::{self, WindowError};
 use crate::metrics::Metrics;
 use crate::ring::Rings;
+use crate::tls::ExtraRoots;
 use crate::trace_format::{FormatError, Walker};
 use crate::window::{Builder, Truncation, Window};
 
@@ -170,14 +171,8 @@ impl Collector {
 
     /// An HTTP client suited to one target: one kept-alive connection, no
     /// overall timeout (a window lasts as long as it lasts), a connect timeout.
-    pub fn client_for(
-        target: &Target,
-        extra_roots: &[reqwest::Certificate],
-    ) -> Result<reqwest::Client, reqwest::Error> {
-        let mut builder = reqwest::Client::builder();
-        for cert in extra_roots {
-            builder = builder.add_root_certificate(cert.clone());
-        }
+    pub fn client_for(target: &Target, roots: &ExtraRoots) -> Result<reqwest::Client, reqwest::Error> {
+        let builder = roots.reqwest(reqwest::Client::builder());
         builder
             .connect_timeout(target.connect_timeout)
             .pool_max_idle_per_host(1)

@@ -266,10 +266,12 @@ impl ListError {
     }
 }
 
-/// An HTTP client for the API server: its CA (the service account's) on top
-/// of the system roots, when the file exists.
-pub fn client(cfg: &KubernetesConfig) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+/// An HTTP client for the API server: its CA (the service account's, when
+/// the file exists) and `tls.ca_file` on top of the system roots.
+pub fn client(cfg: &KubernetesConfig, roots: &crate::tls::ExtraRoots) -> Result<reqwest::Client, String> {
+    let mut b = roots
+        .reqwest(reqwest::Client::builder())
+        .timeout(Duration::from_secs(10));
     if cfg.api_server.scheme() == "https" {
         if let Ok(pem) = std::fs::read(&cfg.ca_file) {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)

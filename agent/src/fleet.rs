@@ -21,6 +21,7 @@ use crate::config::Target;
 use crate::events;
 use crate::metrics::Metrics;
 use crate::ring::Rings;
+use crate::tls::ExtraRoots;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client for target {target}: {source}")]
@@ -60,7 +61,7 @@ struct Live {
 pub struct Fleet {
     rings: Arc<Rings>,
     metrics: Arc<Metrics>,
-    extra_roots: Vec<reqwest::Certificate>,
+    extra_roots: ExtraRoots,
     /// Parent of every collector's stop token.
     stop_all: CancellationToken,
     tasks: TaskTracker,
@@ -80,11 +81,7 @@ fn collection_changed(a: &Target, b: &Target) -> bool {
 }
 
 impl Fleet {
-    pub fn new(
-        rings: Arc<Rings>,
-        metrics: Arc<Metrics>,
-        extra_roots: Vec<reqwest::Certificate>,
-    ) -> Arc<Self> {
+    pub fn new(rings: Arc<Rings>, metrics: Arc<Metrics>, extra_roots: ExtraRoots) -> Arc<Self> {
         Arc::new(Fleet {
             rings,
             metrics,
@@ -235,7 +232,7 @@ mod tests {
         let a = target("a");
         let b = target("b");
         let rings = Arc::new(Rings::new(&[], 1 << 30));
-        let fleet = Fleet::new(rings.clone(), Metrics::new(), Vec::new());
+        let fleet = Fleet::new(rings.clone(), Metrics::new(), ExtraRoots::default());
         let first = fleet.apply(&[a.clone(), b.clone()]).expect("apply");
         assert_eq!(first.added, vec!["a", "b"]);
         assert!(rings.status("a").is_some());

@@ -20,6 +20,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod spool;
 pub mod systemd;
+pub mod tls;
 pub mod trace_format;
 pub mod trigger;
 pub mod units;

@@ -7,6 +7,8 @@
 //! reading its own variables is the documented exception to "only config/
 //! reads environment variables".
 
+use crate::tls::ExtraRoots;
+use object_store::ClientOptions;
 use std::sync::Arc;
 
 use object_store::azure::MicrosoftAzureBuilder;
@@ -50,11 +52,11 @@ pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> AzureConfig {
     }
 }
 
-pub fn build(name: &str, c: &AzureConfig) -> Result<ObjectSink, String> {
+pub fn build(name: &str, c: &AzureConfig, roots: &ExtraRoots) -> Result<ObjectSink, String> {
     let mut b = MicrosoftAzureBuilder::from_env()
         .with_account(&c.account)
         .with_container_name(&c.bucket)
-        .with_allow_http(c.allow_http)
+        .with_client_options(roots.object_store(ClientOptions::new().with_allow_http(c.allow_http)))
         .with_retry(object::store_retry());
     if let Some(e) = &c.endpoint {
         b = b.with_endpoint(e.clone());

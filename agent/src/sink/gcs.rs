@@ -8,6 +8,7 @@
 //! chain reading its own variables is the documented exception to "only
 //! config/ reads environment variables".
 
+use crate::tls::ExtraRoots;
 use std::sync::Arc;
 
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -39,10 +40,12 @@ pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> GcsConfig {
     }
 }
 
-pub fn build(name: &str, c: &GcsConfig) -> Result<ObjectSink, String> {
+pub fn build(name: &str, c: &GcsConfig, roots: &ExtraRoots) -> Result<ObjectSink, String> {
     let mut b = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(&c.bucket)
-        .with_client_options(object_store::ClientOptions::new().with_allow_http(c.allow_http))
+        .with_client_options(
+            roots.object_store(object_store::ClientOptions::new().with_allow_http(c.allow_http)),
+        )
         .with_retry(object::store_retry());
     if let Some(f) = &c.service_account_file {
         b = b.with_service_account_path(f);

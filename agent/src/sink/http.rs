@@ -6,6 +6,7 @@
 //! and each window is hashed while it streams: a file that no longer matches
 //! its manifest aborts the request instead of reaching the collector.
 
+use crate::tls::ExtraRoots;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -82,7 +83,7 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    pub fn new(name: &str, c: &HttpConfig) -> Result<Self, String> {
+    pub fn new(name: &str, c: &HttpConfig, roots: &ExtraRoots) -> Result<Self, String> {
         let token = match &c.token_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -95,7 +96,8 @@ impl HttpSink {
             }
             None => c.token.clone(),
         };
-        let mut builder = reqwest::Client::builder()
+        let mut builder = roots
+            .reqwest(reqwest::Client::builder())
             .connect_timeout(c.connect_timeout)
             .user_agent(concat!("flightrec/", env!("CARGO_PKG_VERSION")));
         if let Some(p) = &c.ca_file {

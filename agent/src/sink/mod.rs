@@ -5,6 +5,7 @@
 //! "exactly once" holds for what lands at the destination. Retries, backoff
 //! and the circuit breaker live in `delivery`, not here.
 
+use crate::tls::ExtraRoots;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,18 +129,19 @@ impl Backend {
     }
 }
 
-/// Builds the running sink for a config.
-pub fn build(config: &SinkConfig) -> Result<Arc<dyn Sink>, BuildError> {
+/// Builds the running sink for a config; `roots` adds `tls.ca_file` to the
+/// system's trust.
+pub fn build(config: &SinkConfig, roots: &ExtraRoots) -> Result<Arc<dyn Sink>, BuildError> {
     let fail = |why: String| BuildError {
         sink: config.name.clone(),
         why,
     };
     let sink: Arc<dyn Sink> = match &config.backend {
-        Backend::S3(c) => Arc::new(s3::build(&config.name, c).map_err(fail)?),
-        Backend::Gcs(c) => Arc::new(gcs::build(&config.name, c).map_err(fail)?),
-        Backend::Azure(c) => Arc::new(azure::build(&config.name, c).map_err(fail)?),
+        Backend::S3(c) => Arc::new(s3::build(&config.name, c, roots).map_err(fail)?),
+        Backend::Gcs(c) => Arc::new(gcs::build(&config.name, c, roots).map_err(fail)?),
+        Backend::Azure(c) => Arc::new(azure::build(&config.name, c, roots).map_err(fail)?),
         Backend::Dir(c) => Arc::new(dir::DirSink::new(c.clone())),
-        Backend::Http(c) => Arc::new(http::HttpSink::new(&config.name, c).map_err(fail)?),
+        Backend::Http(c) => Arc::new(http::HttpSink::new(&config.name, c, roots).map_err(fail)?),
     };
     Ok(sink)
 }

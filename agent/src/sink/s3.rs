@@ -9,6 +9,8 @@
 //! the agent never sees or logs the secrets. Keys in the config file win
 //! over `AWS_*` variables for everything else (bucket, endpoint, region).
 
+use crate::tls::ExtraRoots;
+use object_store::ClientOptions;
 use std::sync::Arc;
 
 use object_store::aws::AmazonS3Builder;
@@ -63,10 +65,10 @@ pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> S3Config {
     }
 }
 
-pub fn build(name: &str, c: &S3Config) -> Result<ObjectSink, String> {
+pub fn build(name: &str, c: &S3Config, roots: &ExtraRoots) -> Result<ObjectSink, String> {
     let mut b = AmazonS3Builder::from_env()
         .with_bucket_name(&c.bucket)
-        .with_allow_http(c.allow_http)
+        .with_client_options(roots.object_store(ClientOptions::new().with_allow_http(c.allow_http)))
         .with_virtual_hosted_style_request(!c.path_style)
         .with_retry(object::store_retry());
     if let Some(e) = &c.endpoint {

@@ -210,20 +210,13 @@ pub fn nearest_rank(values: &mut [f64], q: f64) -> f64 {
 }
 
 /// The probe loop of one latency trigger, until `stop`.
-pub async fn run(cfg: TriggerConfig, rule: LatencyRule, gate: Arc<Gate>, stop: CancellationToken) {
-    let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .pool_max_idle_per_host(1)
-        .tcp_nodelay(true)
-        .user_agent(concat!("flightrec-probe/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            error!(trigger = %cfg.name, error = %e, "cannot build the probe client; this trigger is off");
-            return;
-        }
-    };
+pub async fn run(
+    cfg: TriggerConfig,
+    rule: LatencyRule,
+    client: reqwest::Client,
+    gate: Arc<Gate>,
+    stop: CancellationToken,
+) {
     let metrics = gate.metrics().clone();
     let url = cfg.public_url();
     info!(trigger = %cfg.name, target = %cfg.target, url = %url, interval = %Secs(cfg.interval), threshold = %Secs(rule.threshold), "latency trigger probing");

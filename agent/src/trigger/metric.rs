@@ -157,19 +157,13 @@ fn selector(rule: &MetricRule) -> String {
 }
 
 /// The scrape loop of one metric trigger, until `stop`.
-pub async fn run(cfg: TriggerConfig, rule: MetricRule, gate: Arc<Gate>, stop: CancellationToken) {
-    let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .pool_max_idle_per_host(1)
-        .user_agent(concat!("flightrec/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            error!(trigger = %cfg.name, error = %e, "cannot build the scrape client; this trigger is off");
-            return;
-        }
-    };
+pub async fn run(
+    cfg: TriggerConfig,
+    rule: MetricRule,
+    client: reqwest::Client,
+    gate: Arc<Gate>,
+    stop: CancellationToken,
+) {
     let metrics = gate.metrics().clone();
     let url = cfg.public_url();
     let sel = selector(&rule);

@@ -26,10 +26,26 @@ pub use gate::Gate;
 
 use config::{Rule, TriggerConfig};
 
+use crate::tls::ExtraRoots;
+
+/// The client a trigger probes or scrapes with: its own (never the
+/// collector's), one connection kept alive, the trigger's timeout.
+fn http_client(cfg: &TriggerConfig, roots: &ExtraRoots) -> Result<reqwest::Client, reqwest::Error> {
+    roots
+        .reqwest(reqwest::Client::builder())
+        .timeout(cfg.timeout)
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .user_agent(concat!("flightrec-", "trigger/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// The running `[[triggers]]`: one task each, restarted only when its own
 /// config changes on reload.
 pub struct Triggers {
     gate: Arc<Gate>,
+    /// Trust for HTTPS probes and scrapes.
+    roots: ExtraRoots,
     /// Parent of every trigger's stop token: cancelled when shutdown begins.
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -37,9 +53,15 @@ pub struct Triggers {
 }
 
 impl Triggers {
-    pub fn start(triggers: &[TriggerConfig], gate: &Arc<Gate>, stop: &CancellationToken) -> Arc<Self> {
+    pub fn start(
+        triggers: &[TriggerConfig],
+        gate: &Arc<Gate>,
+        stop: &CancellationToken,
+        roots: &ExtraRoots,
+    ) -> Arc<Self> {
         let t = Arc::new(Triggers {
             gate: gate.clone(),
+            roots: roots.clone(),
             stop: stop.clone(),
             tasks: TaskTracker::new(),
             running: Mutex::new(BTreeMap::new()),
@@ -69,12 +91,21 @@ impl Triggers {
             }
             let token = self.stop.child_token();
             let (cfg, gate, stop) = (t.clone(), self.gate.clone(), token.clone());
+            let client = match http_client(&cfg, &self.roots) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(trigger = %cfg.name, error = %e, "cannot build the HTTP client; this trigger is off");
+                    continue;
+                }
+            };
             match &t.rule {
                 Rule::Latency(rule) => {
-                    self.tasks.spawn(latency::run(cfg, rule.clone(), gate, stop));
+                    self.tasks
+                        .spawn(latency::run(cfg, rule.clone(), client, gate, stop));
                 }
                 Rule::Metric(rule) => {
-                    self.tasks.spawn(metric::run(cfg, rule.clone(), gate, stop));
+                    self.tasks
+                        .spawn(metric::run(cfg, rule.clone(), client, gate, stop));
                 }
             }
             running.insert(t.name.clone(), (t.clone(), token));
