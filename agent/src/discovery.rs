@@ -98,17 +98,7 @@ pub fn read(root: &mut Table<'_>, problems: &mut Vec<Problem>) -> KubernetesConf
     if max_age < window {
         problems.push(t.problem("max_age", "must be at least the window".into()));
     }
-    let compression = match t.string("compression", problems).as_deref() {
-        None | Some("zstd") => Compression::Zstd,
-        Some("none") => Compression::None,
-        Some(other) => {
-            problems.push(t.problem(
-                "compression",
-                format!("{other:?} is not one of \"zstd\", \"none\""),
-            ));
-            Compression::Zstd
-        }
-    };
+    let compression = t.compression("compression", d.compression, problems);
     let cfg = KubernetesConfig {
         enabled,
         node,

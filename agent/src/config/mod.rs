@@ -260,35 +260,32 @@ pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         Some(f) => format!("config {}", f.display()),
         None => "config (built-in defaults)".to_string(),
     };
-    let fail = |problems| ConfigError {
-        source_name: source_name.clone(),
-        problems,
-    };
-    let tree = merge(file, env).map_err(|p| fail(vec![p]))?;
-    let mut problems = Vec::new();
-    let config = read(&tree, &mut problems);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(fail(problems))
-    }
+    typed(source_name, merge(file, env))
 }
 
 /// Parses TOML text with overrides; for tests and `check-config` on stdin.
 pub fn load_str(toml: &str, env: &dyn Env) -> Result<Config, ConfigError> {
-    let fail = |problems| ConfigError {
-        source_name: "config".into(),
-        problems,
-    };
     let builder =
         config::Config::builder().add_source(config::File::from_str(toml, config::FileFormat::Toml));
-    let tree = finish_merge(builder, env).map_err(|p| fail(vec![p]))?;
+    typed("config".into(), finish_merge(builder, env))
+}
+
+/// Reads a merged tree into typed config, or every problem in it.
+fn typed(source_name: String, tree: Result<Value, Problem>) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
-    let config = read(&tree, &mut problems);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(fail(problems))
+    let config = match tree {
+        Ok(tree) => Some(read(&tree, &mut problems)),
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(ConfigError {
+            source_name,
+            problems,
+        }),
     }
 }
 
@@ -605,17 +602,7 @@ fn read_target(mut t: Table<'_>, problems: &mut Vec<Problem>) -> Target {
     if max_window_bytes < 4096 {
         problems.push(t.problem("max_window_bytes", "must be at least 4KiB".into()));
     }
-    let compression = match t.string("compression", problems).as_deref() {
-        None | Some("zstd") => Compression::Zstd,
-        Some("none") => Compression::None,
-        Some(other) => {
-            problems.push(t.problem(
-                "compression",
-                format!("{other:?} is not one of \"zstd\", \"none\""),
-            ));
-            Compression::Zstd
-        }
-    };
+    let compression = t.compression("compression", d.compression, problems);
     let labels = t.labels("labels", problems);
     let connect_timeout = t.duration("connect_timeout", d.connect_timeout, problems);
     let read_timeout = t.duration("read_timeout", default_read_timeout(window), problems);

@@ -164,6 +164,24 @@ impl<'v> Table<'v> {
         }
     }
 
+    /// How windows are held in memory: `"zstd"` or `"none"`.
+    pub fn compression(
+        &mut self,
+        key: &str,
+        default: super::Compression,
+        problems: &mut Vec<Problem>,
+    ) -> super::Compression {
+        match self.string(key, problems).as_deref() {
+            None => default,
+            Some("zstd") => super::Compression::Zstd,
+            Some("none") => super::Compression::None,
+            Some(other) => {
+                problems.push(self.problem(key, format!("{other:?} is not one of \"zstd\", \"none\"")));
+                default
+            }
+        }
+    }
+
     pub fn labels(&mut self, key: &str, problems: &mut Vec<Problem>) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         match self.get(key) {
