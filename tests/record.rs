@@ -170,6 +170,63 @@ fn busy_service_is_recorded_and_snapshotted_into_a_bundle_go_parses() {
         .expect("path printed");
     let m2 = assert_bundle_valid(std::path::Path::new(&path));
     assert_eq!(m2["trigger"]["reason"], "from the CLI");
+
+    // `inspect` reads a bundle archived as a person would ship it.
+    let bundle = std::path::Path::new(&path);
+    let work = tempfile::tempdir().expect("tempdir");
+    let archive = work.path().join("bundle.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(bundle.parent().expect("spool"))
+        .arg(bundle.file_name().expect("id"))
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    let out = std::process::Command::new(AGENT)
+        .arg("inspect")
+        .arg(&archive)
+        .output()
+        .expect("inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("every sha256 matches"), "{text}");
+    // A window altered after the fact is caught.
+    let copy = work.path().join("copy");
+    std::fs::create_dir(&copy).expect("mkdir");
+    for e in std::fs::read_dir(bundle).expect("bundle").flatten() {
+        std::fs::copy(e.path(), copy.join(e.file_name())).expect("copy");
+    }
+    let first = copy.join(m2["windows"][0]["file"].as_str().expect("file"));
+    let mut bytes = std::fs::read(&first).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&first, bytes).expect("write");
+    let tar = std::process::Command::new("tar")
+        .arg("cf")
+        .arg(work.path().join("bad.tar"))
+        .arg("-C")
+        .arg(&copy)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    let out = std::process::Command::new(AGENT)
+        .arg("inspect")
+        .arg(work.path().join("bad.tar"))
+        .output()
+        .expect("inspect");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sha256 is"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

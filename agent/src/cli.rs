@@ -1,5 +1,6 @@
 //! The client-side commands: `snapshot` asks a running agent for a bundle, `inspect` reads one.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -117,27 +118,93 @@ async fn call(req: reqwest::RequestBuilder, base: &str) -> Result<Value, CliErro
     Ok(v)
 }
 
-/// Reads and verifies a bundle; returns the report and whether it is sound.
-pub fn inspect(dir: &Path, as_json: bool) -> Result<(String, bool), CliError> {
-    if !dir.is_dir() {
+/// Reads and verifies a bundle (a directory, or a `.tar`, `.tar.gz` or
+/// `.tar.zst` archive of one); returns the report and whether it is sound.
+pub fn inspect(path: &Path, as_json: bool) -> Result<(String, bool), CliError> {
+    let (manifest, checks) = if path.is_dir() {
+        let manifest = bundle::read_manifest(path).map_err(|e| CliError::Bundle(e.to_string()))?;
+        let checks = bundle::verify(path, &manifest);
+        (manifest, checks)
+    } else if path.is_file() {
+        read_archive(path)?
+    } else {
         return Err(CliError::Bundle(format!(
-            "{} is not a bundle directory (it should hold manifest.json)",
-            dir.display()
+            "{} is neither a bundle directory (holding manifest.json) nor an archive of one",
+            path.display()
         )));
-    }
-    let manifest = bundle::read_manifest(dir).map_err(|e| CliError::Bundle(e.to_string()))?;
-    let checks = bundle::verify(dir, &manifest);
+    };
     let ok = checks.iter().all(|c| c.problem.is_none());
     if as_json {
         let v = json!({
-            "path": dir,
+            "path": path,
             "ok": ok,
             "manifest": manifest,
             "checks": checks.iter().map(|c| json!({"file": c.file, "problem": c.problem})).collect::<Vec<_>>(),
         });
         return Ok((serde_json::to_string_pretty(&v).unwrap_or_default(), ok));
     }
-    Ok((render(dir, &manifest, &checks), ok))
+    Ok((render(path, &manifest, &checks), ok))
+}
+
+/// Reads a tar archive (plain, gzip or zstd, told apart by their first
+/// bytes) in one pass: every file is hashed as it streams by, nothing is
+/// written to disk. The bundle may sit at the root or in one directory.
+fn read_archive(path: &Path) -> Result<(Manifest, Vec<bundle::WindowCheck>), CliError> {
+    let fail = |why: String| CliError::Bundle(format!("{}: {why}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut magic = [0u8; 4];
+    let n = std::io::Read::read(&mut file, &mut magic).map_err(|e| fail(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let reader: Box<dyn std::io::Read> = match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(file)),
+        [0x28, 0xb5, 0x2f, 0xfd] => {
+            Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| fail(e.to_string()))?)
+        }
+        _ => Box::new(file),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut facts: BTreeMap<String, bundle::FileFacts> = BTreeMap::new();
+    let (mut json_bytes, mut pb_bytes) = (None, None);
+    let entries = archive
+        .entries()
+        .map_err(|e| fail(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| fail(format!("unreadable archive entry: {e}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+            .unwrap_or_default();
+        match name.as_str() {
+            bundle::MANIFEST_JSON | bundle::MANIFEST_PB => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| fail(e.to_string()))?;
+                if name == bundle::MANIFEST_JSON {
+                    json_bytes = Some(bytes);
+                } else {
+                    pb_bytes = Some(bytes);
+                }
+            }
+            _ => {
+                let f = bundle::facts(&mut entry).map_err(|e| fail(e.to_string()))?;
+                facts.insert(name, f);
+            }
+        }
+    }
+    let json_bytes = json_bytes.ok_or_else(|| fail("no manifest.json in the archive".into()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&json_bytes).map_err(|e| fail(format!("bad manifest.json: {e}")))?;
+    let pb = pb_bytes.ok_or_else(|| "missing from the archive".to_string());
+    let checks = bundle::verify_with(&manifest, pb, |name| {
+        facts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| "missing from the archive".to_string())
+    });
+    Ok((manifest, checks))
 }
 
 fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
@@ -253,11 +320,19 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
         }
     }
     if let Some(w) = m.trigger_window() {
-        let _ = writeln!(
-            s,
-            "open the window holding the trigger: go tool trace {}",
-            dir.join(&w.file).display()
-        );
+        if dir.is_dir() {
+            let _ = writeln!(
+                s,
+                "open the window holding the trigger: go tool trace {}",
+                dir.join(&w.file).display()
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "open the window holding the trigger: extract the archive, then go tool trace {}",
+                w.file
+            );
+        }
     }
     s
 }

@@ -66,7 +66,7 @@ enum Command {
     },
     /// Print a bundle's manifest in human terms and verify every window's sha256.
     Inspect {
-        /// Bundle directory.
+        /// Bundle directory, or a .tar / .tar.gz / .tar.zst archive of one.
         path: PathBuf,
         /// Print JSON instead.
         #[arg(long)]
