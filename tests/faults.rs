@@ -452,6 +452,44 @@ fn misbehaving_targets_never_disturb_the_recording_of_a_healthy_one() {
     assert!(flapper_errors >= 3.0, "{flapper_errors}");
 }
 
+#[test]
+fn the_go_1_22_answers_from_a_newer_go_server_are_understood() {
+    // The machine's Go (>= 1.26) made to answer as Go <= 1.22 does: 400 when
+    // the window reaches the server's WriteTimeout, and the Go <= 1.24 text
+    // for a busy slot. (record.rs runs a real Go 1.22 server too.)
+    let wt = GoService::start(
+        "fixture",
+        &[
+            "-trace-mode",
+            "writetimeout",
+            "-write-timeout",
+            "2s",
+            "-pairs",
+            "1",
+            "-rate",
+            "500",
+        ],
+    );
+    let old_busy = GoService::start("fixture", &["-trace-mode", "already-old"]);
+    let targets = [
+        target("wt", &wt.url, "").replace("window = \"1s\"", "window = \"5s\""),
+        target("old-busy", &old_busy.url, ""),
+    ]
+    .concat();
+    let agent = Agent::start(&config(&targets, ""));
+    wait_for("a window after shortening", Duration::from_secs(30), || {
+        (agent.windows_kept("wt") >= 1).then_some(())
+    });
+    assert_eq!(errors(&agent, "wt", "write_timeout"), 2.0, "5 s -> 2 s -> 1 s");
+    assert_eq!(agent.target("wt")["window_seconds"], 1.0);
+    assert_bundle_valid(&agent.snapshot("wt", "shortened window"));
+    wait_for("slot_busy from the old text", Duration::from_secs(10), || {
+        (errors(&agent, "old-busy", "slot_busy") >= 1.0).then_some(())
+    });
+    assert_eq!(agent.target("old-busy")["state"], "slot_busy");
+    assert!(last_error(&agent, "old-busy").contains("tracing is already enabled"));
+}
+
 /// A DNS server on a loopback address that answers every query NXDOMAIN and
 /// remembers the names asked.
 struct NxDomain {
