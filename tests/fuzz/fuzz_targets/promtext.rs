@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(all.first_error.is_some(), all.bad_lines > 0);
     for s in &all.samples {
         let first = s.name.as_bytes()[0];
-        assert!(first.is_ascii_alphabetic() || first == b'_' || first == b':', "{:?}", s.name);
+        assert!(
+            first.is_ascii_alphabetic() || first == b'_' || first == b':',
+            "{:?}",
+            s.name
+        );
         assert!(s
             .name
             .bytes()

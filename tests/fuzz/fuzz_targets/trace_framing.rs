@@ -44,7 +44,12 @@ fuzz_target!(|data: &[u8]| {
     while !rest.is_empty() && fed.is_ok() {
         // Mostly small chunks (where carry-over bugs live), now and then big ones.
         let r = next(&mut rng);
-        let n = if r % 8 == 0 { (r >> 8) % 70_000 } else { (r >> 8) % 64 } as usize + 1;
+        let n = if r % 8 == 0 {
+            (r >> 8) % 70_000
+        } else {
+            (r >> 8) % 64
+        } as usize
+            + 1;
         let (chunk, tail) = rest.split_at(n.min(rest.len()));
         fed = walker.feed(chunk);
         rest = tail;
@@ -58,10 +63,18 @@ fuzz_target!(|data: &[u8]| {
     for stream_complete in [true, false] {
         let keep = trace_format::keepable(data, stream_complete);
         if fed.is_ok() {
-            assert_eq!(keep, walker.finish(stream_complete), "finish after chunked feeding");
+            assert_eq!(
+                keep,
+                walker.finish(stream_complete),
+                "finish after chunked feeding"
+            );
         }
         let Ok((len, info)) = keep else { continue };
-        assert!(len <= data.len() && len >= HEADER_LEN, "kept {len} of {}", data.len());
+        assert!(
+            len <= data.len() && len >= HEADER_LEN,
+            "kept {len} of {}",
+            data.len()
+        );
         assert_eq!(info.whole_len, len);
         assert!(info.ends_cleanly);
         if !info.walked || len == data.len() {
@@ -72,8 +85,20 @@ fuzz_target!(|data: &[u8]| {
         let again = trace_format::inspect(&data[..len]).expect("the kept prefix is a trace");
         assert!(again.ends_cleanly, "the kept prefix ends inside a batch");
         assert_eq!(
-            (again.version, again.batches, again.generations, again.first_ts, again.last_ts),
-            (info.version, info.batches, info.generations, info.first_ts, info.last_ts),
+            (
+                again.version,
+                again.batches,
+                again.generations,
+                again.first_ts,
+                again.last_ts
+            ),
+            (
+                info.version,
+                info.batches,
+                info.generations,
+                info.first_ts,
+                info.last_ts
+            ),
             "the kept prefix walks differently from what finish reported"
         );
     }

@@ -30,9 +30,7 @@ fn targets() -> Vec<TargetLabels> {
 
 fuzz_target!(|data: &[u8]| {
     let targets = targets();
-    let match_labels: Vec<String> = ["service", "pod", "instance", "job"]
-        .map(String::from)
-        .to_vec();
+    let match_labels: Vec<String> = ["service", "pod", "instance", "job"].map(String::from).to_vec();
     for source in [Source::Alertmanager, Source::Grafana] {
         let Ok(n) = webhook::parse(source, data) else {
             continue;
@@ -41,17 +39,26 @@ fuzz_target!(|data: &[u8]| {
             let _ = (alert.name(), alert.fingerprint());
             let picked = webhook::select_targets(&alert.labels, &targets, &match_labels);
             if let Some(name) = alert.labels.get(TARGET_LABEL) {
-                assert!(picked.len() <= 1 && picked.iter().all(|p| p == name), "{picked:?}");
+                assert!(
+                    picked.len() <= 1 && picked.iter().all(|p| p == name),
+                    "{picked:?}"
+                );
                 continue;
             }
             for p in &picked {
-                let t = targets.iter().find(|t| &t.name == p).expect("a configured target");
+                let t = targets
+                    .iter()
+                    .find(|t| &t.name == p)
+                    .expect("a configured target");
                 let shared: BTreeMap<&String, (&String, &String)> = match_labels
                     .iter()
                     .filter_map(|k| Some((k, (alert.labels.get(k)?, t.labels.get(k)?))))
                     .collect();
                 assert!(!shared.is_empty(), "{p} selected without a shared label");
-                assert!(shared.values().all(|(a, b)| a == b), "{p} selected on unequal labels");
+                assert!(
+                    shared.values().all(|(a, b)| a == b),
+                    "{p} selected on unequal labels"
+                );
             }
         }
     }
