@@ -14,6 +14,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
+rustfmt --check --edition 2021 tests/fuzz/fuzz_targets/*.rs
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
