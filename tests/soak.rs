@@ -70,6 +70,21 @@ fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
 }
 
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if var == 0.0 {
+        return 0.0;
+    }
+    points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / var
+}
+
 fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(text, name, labels).unwrap_or(0.0)
 }
@@ -372,6 +387,11 @@ breaker_cooldown = "5s"
     let fds_first = max(&col(&first, |s| s.fds as f64));
     let fds_last = max(&col(&last, |s| s.fds as f64));
     let ring_max = max(&col(&samples.iter().collect::<Vec<_>>(), |s| s.ring_mb));
+    let late: Vec<(f64, f64)> = samples[samples.len() / 2..]
+        .iter()
+        .map(|s| (s.t, s.rss_mb))
+        .collect();
+    let rss_slope = slope(&late) * 600.0;
     let rss_ok = rss_last <= rss_first * 1.10 + 8.0;
     let fds_ok = fds_last <= fds_first + 8.0;
 
@@ -425,6 +445,7 @@ breaker_cooldown = "5s"
          | RSS after warm-up, first third (mean) | {rss_first:.1} MB |\n\
          | RSS, last third (mean) | {rss_last:.1} MB ({}) |\n\
          | RSS, peak | {rss_max:.1} MB |\n\
+         | RSS trend over the second half (least squares) | {rss_slope:+.2} MB per 10 min |\n\
          | open fds, first third (max) / last third (max) | {fds_first:.0} / {fds_last:.0} ({}) |\n\
          | ring bytes, peak | {ring_max:.1} MB |\n\
          | windows kept | {} |\n\
