@@ -608,6 +608,7 @@ fn an_unresolvable_target_is_a_connect_error_backed_off_and_dns_never_leaves_loo
         (errors(&agent, "nowhere", "connect") >= 3.0).then_some(())
     });
     let err = last_error(&agent, "nowhere");
+    println!("the unresolvable target's error: {err}");
     assert!(err.contains("dns error"), "{err}");
     assert_eq!(agent.target("nowhere")["state"], "backing_off");
     let tries = errors(&agent, "nowhere", "connect") as u32;
