@@ -517,3 +517,91 @@ fn a_flood_of_concurrent_requests_gets_answers_or_a_bounded_503_and_recording_go
     let logs = std::fs::read_to_string(&agent.log).unwrap_or_default();
     assert!(!logs.contains("panicked"), "a handler panicked");
 }
+
+#[test]
+fn a_flood_of_idle_connections_never_takes_the_descriptors_recording_needs() {
+    // The agent runs with a soft limit of 256 descriptors (a shell's default
+    // is often 1024). 400 idle API connections would take them all; the API
+    // keeps at most half the limit open, so a latency trigger firing during
+    // the flood can still probe, and its bundle can still be written.
+    let svc = GoService::start("fixture", &["-pairs", "1", "-rate", "500"]);
+    let cfg = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[snapshots]
+dir = "{{dir}}/data"
+post_trigger = "0s"
+[[targets]]
+name = "app"
+url = "{url}"
+window = "1s"
+max_age = "10s"
+[[triggers]]
+kind = "latency"
+target = "app"
+url = "{url}/slow"
+interval = "200ms"
+threshold = "100ms"
+consecutive = 2
+cooldown = "1h"
+"#,
+        url = svc.url
+    );
+    let agent = Agent::start_wrapped(&cfg, &[], &["sh", "-c", "ulimit -n 256 && exec \"$@\"", "sh"]);
+    wait_for("windows", Duration::from_secs(20), || {
+        (agent.windows_kept("app") >= 2).then_some(())
+    });
+    let limit = agent.metric("flightrec_process_max_fds", &[]).unwrap_or(0.0);
+    assert_eq!(limit, 256.0, "the wrapper set the limit");
+
+    // Past the API's limit and the kernel's listen backlog, connecting
+    // times out: that is the bound. Open until then, 400 at most. Without
+    // the limit all are accepted and the agent's descriptors run out.
+    let addr: std::net::SocketAddr = host(&agent.api).parse().expect("address");
+    let mut flood = Vec::new();
+    while flood.len() < 400 {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(s) => flood.push(s),
+            Err(_) => break,
+        }
+    }
+    println!(
+        "{} idle connections open against a limit of 256 descriptors",
+        flood.len()
+    );
+    // Now make the target slow: the trigger probes it and writes a bundle,
+    // each needing new descriptors. Watched on disk: the API is flooded.
+    let http = reqwest::blocking::Client::new();
+    http.get(format!("{}/control?latency=300ms", svc.url))
+        .send()
+        .expect("control");
+    let data = agent.path().join("data");
+    let bundle = wait_for(
+        "a bundle written during the flood",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir(&data)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                        && p.join("manifest.json").is_file()
+                })
+        },
+    );
+    drop(flood);
+    assert_bundle_valid(&bundle);
+    let logs = std::fs::read_to_string(&agent.log).unwrap_or_default();
+    let emfile: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("Too many open files"))
+        .collect();
+    assert!(emfile.is_empty(), "descriptors ran out:\n{}", emfile.join("\n"));
+    wait_for("the API to answer again", Duration::from_secs(20), || {
+        (raw(&agent.api, get("/v1/targets")).status == 200).then_some(())
+    });
+    assert_eq!(agent.target("app")["state"], "recording");
+}

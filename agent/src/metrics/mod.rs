@@ -2,7 +2,7 @@
 
 mod process;
 
-pub use process::{rusage, Freshness};
+pub use process::{max_fds, rusage, Freshness};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
