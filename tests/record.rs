@@ -232,25 +232,30 @@ fn busy_service_is_recorded_and_snapshotted_into_a_bundle_go_parses() {
 #[test]
 fn a_second_client_holding_the_trace_slot_is_backed_off_from_not_hammered() {
     let svc = GoService::start("fixture", &["-pairs", "1", "-rate", "500"]);
-    // Someone else (a person with curl) takes the slot for 5 seconds.
+    // Someone else (a person with curl) takes the slot for 5 seconds. It
+    // retries until it holds the slot: probing for it with short traces
+    // could itself take the slot at the moment the holder asks, and the
+    // holder would get the 500 instead.
     let url = format!("{}/debug/pprof/trace?seconds=5", svc.url);
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
-        let bytes = reqwest::blocking::Client::builder()
+        let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
-            .and_then(|c| c.get(url).send())
-            .and_then(|r| r.bytes())
-            .expect("holder's trace");
-        bytes.len()
+            .expect("client");
+        for _ in 0..50 {
+            let r = http.get(&url).send().expect("holder's request");
+            if r.status().as_u16() == 200 {
+                let _ = held_tx.send(());
+                return r.bytes().expect("holder's trace").len();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the holder never got the trace slot");
     });
-    let probe = reqwest::blocking::Client::new();
-    wait_for("the slot to be held", Duration::from_secs(10), || {
-        let r = probe
-            .get(format!("{}/debug/pprof/trace?seconds=0.01", svc.url))
-            .send()
-            .ok()?;
-        (r.status().as_u16() == 500).then_some(())
-    });
+    held_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("the slot to be held");
 
     let agent = Agent::start(&config(&target("busy", &svc.url, "1s"), "1s"));
     wait_for("a slot_busy error", Duration::from_secs(10), || {

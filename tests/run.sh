@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (tests/setup.sh), checks
 # formatting and lints, runs every unit and integration test against real Go
-# services, Prometheus, Alertmanager, S3 and Azure servers, builds the release
+# services, Prometheus, Alertmanager, S3 and Azure servers, fuzzes each input
+# parser for 20 s (tests/fuzz/run.sh), builds the release
 # binary with the Dockerfile's build script, then runs the README's demo as a
 # smoke test. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -13,10 +14,13 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
+rustfmt --check --edition 2021 tests/fuzz/fuzz_targets/*.rs
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --locked "$@"
+echo "== fuzz, 20 s per target (tests/fuzz/run.sh 600 for the long run)" >&2
+bash tests/fuzz/run.sh 20
 echo "== container build script (deploy/docker/build.sh, the Dockerfile's build stage)" >&2
 bash deploy/docker/build.sh target/docker-out
 echo "== demo (deploy/demo/run.sh, reusing that release build)" >&2

@@ -5,6 +5,7 @@
 #     and 1.22 services built with toolchains the go command fetches),
 #   - Prometheus and Alertmanager (Debian packages) for the webhook tests,
 #   - s3s-fs 0.14.1 (a real S3 server that checks SigV4) for the S3 sink,
+#   - cargo-fuzz 0.13.2 for the fuzz targets in tests/fuzz,
 #   - Azurite 3.35.0 (npm) for the Azure sink.
 # Each step is skipped when what it installs is already there.
 set -euo pipefail
@@ -29,6 +30,12 @@ cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 if [[ ! -x $cargo_bin/s3s-fs ]] || ! "$cargo_bin/s3s-fs" --version 2>/dev/null | grep -q '0\.14\.1'; then
 	say "cargo install s3s-fs@0.14.1 (a few minutes, once)"
 	cargo install s3s-fs@0.14.1 --features binary --locked --quiet
+fi
+
+# cargo-fuzz for tests/fuzz (built on stable rustc with RUSTC_BOOTSTRAP=1).
+if [[ ! -x $cargo_bin/cargo-fuzz ]] || ! "$cargo_bin/cargo-fuzz" --version 2>/dev/null | grep -q '0\.13\.2'; then
+	say "cargo install cargo-fuzz@0.13.2"
+	cargo install cargo-fuzz@0.13.2 --locked --quiet
 fi
 
 node_dir="$repo/target/node"

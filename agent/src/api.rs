@@ -1,17 +1,25 @@
 //! The HTTP API: targets, snapshots, health and metrics, as JSON over axum.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::bundle;
 use crate::config::{Config, Secret};
@@ -35,22 +43,188 @@ pub struct AppState {
     pub ready: AtomicBool,
 }
 
+/// `/v1/*` requests handled at once. More are answered 503 at once rather
+/// than queued, so a flood (or many slow request bodies) costs bounded
+/// memory and the sender learns to back off. Health, readiness and metrics
+/// stay outside the limit: a flood of API calls must not make a kubelet
+/// restart the agent or Prometheus lose it.
+pub const MAX_API_REQUESTS: usize = 64;
+/// Longest one `/v1/*` request may hold its place, body included: a client
+/// that sends its body a byte a minute must not keep a slot for good.
+const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.server.max_body as usize;
-    Router::new()
+    let in_flight = Arc::new(Semaphore::new(MAX_API_REQUESTS));
+    let api = Router::new()
         .route("/v1/targets", get(targets))
         .route("/v1/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/v1/snapshots/{id}", get(get_snapshot))
+        .merge(crate::trigger::webhook::routes())
+        .route_layer(middleware::from_fn_with_state(in_flight, limit_in_flight));
+    Router::new()
+        .merge(api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(crate::trigger::webhook::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_oversize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_errors,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
+async fn limit_in_flight(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    let Ok(permit) = permits.try_acquire_owned() else {
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("more than {MAX_API_REQUESTS} API requests in flight; retry in a moment"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    };
+    let response = match tokio::time::timeout(API_REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request not read and answered within {}s",
+                API_REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    };
+    drop(permit);
+    response
+}
+
+const TOO_LARGE: &str = "request body is larger than server.max_body";
+
+/// A body declared larger than `server.max_body` is refused before it is
+/// read: the sender learns at once, and a client that declares gigabytes and
+/// sends nothing does not hold a place until the request timeout.
+async fn refuse_declared_oversize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_none_or(|n| n <= state.config.server.max_body) {
+        return next.run(req).await;
+    }
+    use crate::trigger::webhook::Source;
+    match req.uri().path() {
+        "/v1/webhooks/alertmanager" => state.webhooks.too_large(Source::Alertmanager),
+        "/v1/webhooks/grafana" => state.webhooks.too_large(Source::Grafana),
+        _ => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE).into_response(),
+    }
+}
+
+/// Counts every refused or failed request by route and status, so bad
+/// input and floods show on a dashboard, not only in logs.
+async fn count_errors(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        metrics.api_errors(&endpoint, status.as_u16());
+    }
+    response
+}
+
+/// Connections the API keeps open at once: half the process's descriptor
+/// limit, at most 1024. Past it, new connections wait in the kernel's backlog
+/// instead of taking the descriptors that collectors, probes, sinks and the
+/// bundle writer need: with a soft limit of 1024, a thousand idle API
+/// connections made every new socket and file fail with EMFILE.
+pub fn max_connections() -> usize {
+    crate::metrics::max_fds().map_or(512, |n| (n / 2).clamp(16, 1024) as usize)
+}
+
+/// A listener that stops accepting while `max` of its connections are open.
+pub struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl LimitedListener {
+    pub fn new(inner: TcpListener, max: usize) -> Self {
+        LimitedListener {
+            inner,
+            permits: Arc::new(Semaphore::new(max)),
+        }
+    }
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed, so this only waits for a place.
+        let permit = self.permits.clone().acquire_owned().await.ok();
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (LimitedConnection { io, _permit: permit }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An accepted connection holding its place until it is dropped.
+pub struct LimitedConnection {
+    io: TcpStream,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AsyncRead for LimitedConnection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedConnection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 /// A JSON error answer: `{"error": "..."}` with a status.
+#[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
@@ -112,10 +286,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body is larger than server.max_body",
-            )
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE)
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -125,14 +296,33 @@ pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError>
     })
 }
 
-/// Parses a JSON body with an answer that says what is wrong with it.
+/// Parses a JSON object body with an answer that says what is wrong with it.
+/// An empty body reads as `{}`.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"{}")
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("empty body: {e}")));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return serde_json::from_slice(b"{}")
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("empty body: {e}")))
+        }
+        // serde reads a JSON array as a struct's fields in order: `[]` would
+        // be a valid request for every target.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid JSON body: expected a JSON object",
+            ))
+        }
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint; see the README for the API",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -323,8 +513,10 @@ async fn list_snapshots(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 async fn get_snapshot(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    // A segment that does not percent-decode to UTF-8 is no id either.
+    let id = id.map(|Path(id)| id).unwrap_or_default();
     if !spool::valid_id(&id) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -352,5 +544,22 @@ async fn get_snapshot(
             StatusCode::NOT_FOUND,
             format!("no snapshot {id:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_request_must_be_an_object() {
+        for bad in [&b"[]"[..], b" [\"app\", \"why\"]", b"\"app\"", b"7", b"null"] {
+            let e = parse_json::<SnapshotRequest>(bad).expect_err(&String::from_utf8_lossy(bad));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+        let all = parse_json::<SnapshotRequest>(b" \n").expect("empty = every target");
+        assert!(all.target.is_none() && all.reason.is_none());
+        let one = parse_json::<SnapshotRequest>(br#"{"target":"app"}"#).expect("object");
+        assert_eq!(one.target.as_deref(), Some("app"));
     }
 }

@@ -237,7 +237,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     let server_stop = CancellationToken::new();
     let stop = server_stop.clone();
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(api::LimitedListener::new(listener, api::max_connections()), app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
     });

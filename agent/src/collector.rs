@@ -279,6 +279,7 @@ impl Collector {
     async fn capture(&self, window: Duration) -> Result<Captured, Failure> {
         let url = self.target.trace_url(window);
         let requested_at = SystemTime::now();
+        let started = tokio::time::Instant::now();
         // Headers may come only when the first 4 KiB of trace is flushed, or at
         // the end of a quiet window: the read timeout covers them too.
         let wait = self.target.read_timeout.max(window + Duration::from_secs(5));
@@ -313,9 +314,15 @@ impl Collector {
         };
         let mut overloaded = false;
         let mut truncation = None;
+        // The silence limit alone never ends a body that drips a byte now and
+        // then, or a server that ignores `seconds`: the collector would wait on
+        // it forever and the ring would go stale. A window still streaming
+        // `read_timeout` after it should have ended is cut.
+        let overrun_at = started + window + self.target.read_timeout;
         loop {
+            let silent_at = tokio::time::Instant::now() + self.target.read_timeout;
             let next = tokio::select! {
-                c = tokio::time::timeout(self.target.read_timeout, response.chunk()) => c,
+                c = tokio::time::timeout_at(silent_at.min(overrun_at), response.chunk()) => c,
                 _ = self.shutdown.cancelled() => {
                     truncation = Some(Truncation::Shutdown);
                     break;
@@ -323,7 +330,11 @@ impl Collector {
             };
             let chunk = match next {
                 Err(_) => {
-                    truncation = Some(Truncation::ReadTimeout);
+                    truncation = Some(if overrun_at < silent_at {
+                        Truncation::Overrun
+                    } else {
+                        Truncation::ReadTimeout
+                    });
                     break;
                 }
                 Ok(Err(e)) => {

@@ -100,6 +100,9 @@ fn describe_truncation(t: &Truncation) -> String {
         Truncation::Disconnected(e) => format!("connection lost: {e}"),
         Truncation::ReadTimeout => "target went silent past read_timeout".into(),
         Truncation::ByteCap => "window reached max_window_bytes".into(),
+        Truncation::Overrun => {
+            "target was still streaming read_timeout after the window should have ended".into()
+        }
         Truncation::Shutdown => "agent shutting down".into(),
     }
 }

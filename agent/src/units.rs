@@ -3,14 +3,25 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The longest duration any setting takes. The agent adds durations to
+/// instants and to each other (`window + read_timeout`, `threshold * 2`);
+/// bounding them here keeps all of that far from overflowing, which panics.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses a duration such as `"500ms"`, `"5s"`, `"1m30s"` or `"2h"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("is empty; expected a duration like \"5s\" or \"500ms\"".into());
     }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("{text:?} is not a duration (expected e.g. \"5s\", \"500ms\", \"1m30s\")"))
+    let d = humantime::parse_duration(t)
+        .map_err(|_| format!("{text:?} is not a duration (expected e.g. \"5s\", \"500ms\", \"1m30s\")"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than a year, more than any setting takes"
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses a byte size such as `"64MiB"`, `"10MB"`, `"512KiB"`, `"1.5GiB"` or `"1024"`.
@@ -107,6 +118,10 @@ mod tests {
         let err = parse_duration("5x").unwrap_err();
         assert!(err.contains("\"5x\" is not a duration"), "{err}");
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        let err = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(err.contains("longer than a year"), "{err}");
+        assert!(parse_duration("366d").is_err());
     }
 
     #[test]

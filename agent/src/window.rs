@@ -25,6 +25,9 @@ pub enum Truncation {
     ReadTimeout,
     /// The window reached `max_window_bytes`; the agent closed the connection.
     ByteCap,
+    /// The target kept streaming `read_timeout` past the window's end (it
+    /// ignores `seconds`, or drips bytes); the agent closed the connection.
+    Overrun,
     /// The agent was shutting down.
     Shutdown,
 }
@@ -36,6 +39,7 @@ impl Truncation {
             Truncation::Disconnected(_) => "disconnected",
             Truncation::ReadTimeout => "read_timeout",
             Truncation::ByteCap => "byte_cap",
+            Truncation::Overrun => "overrun",
             Truncation::Shutdown => "shutdown",
         }
     }

@@ -182,13 +182,28 @@ impl Agent {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Agent {
+        Self::start_wrapped(config, env, &[])
+    }
+
+    /// Starts the agent as the last argument of `wrapper` (e.g. `unshare
+    /// ... sh -c '...; exec "$@"'`), which must exec it so the PID is the
+    /// agent's.
+    pub fn start_wrapped(config: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config.replace("{dir}", &dir.path().display().to_string());
         let cfg = dir.path().join("flightrec.toml");
         std::fs::write(&cfg, config).expect("write config");
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(AGENT)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(AGENT);
+                c
+            }
+            None => Command::new(AGENT),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .args(["--log-format", "json"])

@@ -307,13 +307,23 @@ fn finish_merge(
     mut builder: config::ConfigBuilder<config::builder::DefaultState>,
     env: &dyn Env,
 ) -> Result<Value, Problem> {
-    let mut overrides: Vec<(String, String)> = env
+    let mut overrides: Vec<(String, String, String)> = env
         .vars()
         .into_iter()
-        .filter_map(|(k, v)| Some((env_key_path(k.strip_prefix(ENV_PREFIX)?)?, v)))
+        .filter_map(|(k, v)| Some((env_key_path(k.strip_prefix(ENV_PREFIX)?)?, k, v)))
         .collect();
     overrides.sort();
-    for (path, value) in overrides {
+    for (path, key, value) in overrides {
+        // The config crate grows an array up to the index it is given: a
+        // typo like TARGETS__66666666666666 would allocate until the process
+        // aborts (found by fuzzing).
+        let too_large = array_indices(&path).find(|i| *i > MAX_ENV_INDEX);
+        if let Some(i) = too_large {
+            return Err(Problem {
+                path,
+                message: format!("{key}: array index {i} is too large (at most {MAX_ENV_INDEX})"),
+            });
+        }
         builder = builder.set_override(path.clone(), value).map_err(|e| Problem {
             path,
             message: format!("bad environment override: {e}"),
@@ -327,6 +337,17 @@ fn finish_merge(
         path: String::new(),
         message: e.to_string(),
     })
+}
+
+/// The largest array index an environment override may name.
+pub const MAX_ENV_INDEX: u64 = 9999;
+
+/// The `[n]` indices of a key path, as numbers (`u64::MAX` when larger).
+fn array_indices(path: &str) -> impl Iterator<Item = u64> + '_ {
+    path.split('[')
+        .skip(1)
+        .filter_map(|p| p.split_once(']'))
+        .map(|(n, _)| n.parse().unwrap_or(u64::MAX))
 }
 
 /// `SERVER__LISTEN` → `server.listen`; `TARGETS__0__URL` → `targets[0].url`.
@@ -799,6 +820,65 @@ mod tests {
         let labels = &c.targets[0].labels;
         assert_eq!(labels.get("pod").map(String::as_str), Some("checkout-7d9f"));
         assert_eq!(labels.get("service").map(String::as_str), Some("checkout"));
+    }
+
+    #[test]
+    fn a_huge_array_index_in_an_env_override_is_a_problem_not_an_abort() {
+        // Minimised from a crash found by tests/fuzz (config_load): the
+        // config crate resized the targets array to 66 trillion entries.
+        let err = load_str(
+            "",
+            &env(&[
+                ("FLIGHTREC_TARGETS__66666666666666", "x"),
+                ("FLIGHTREC_TARGETS__0__URL", "y"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("FLIGHTREC_TARGETS__66666666666666: array index 66666666666666 is too large"),
+            "{text}"
+        );
+        let err = load_str(
+            "",
+            &env(&[
+                ("FLIGHTREC_SINKS__0__TOKEN", "t"),
+                ("FLIGHTREC_SINKS__99999999999999999999999__KIND", "s3"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("is too large"), "{err}");
+        // The largest index allowed still loads (as missing entries).
+        let err = load_str("", &env(&[("FLIGHTREC_TARGETS__9999__NAME", "x")])).unwrap_err();
+        assert!(!err.to_string().contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_duration_is_a_problem_not_a_panic() {
+        // `window + 10s` (the default read_timeout) and a latency trigger's
+        // `threshold * 2` overflowed Duration and panicked.
+        let err = load_str(
+            "[[targets]]\nname = \"a\"\nwindow = \"18446744073709551615s\"\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("targets[0].window: \"18446744073709551615s\" is longer than a year"),
+            "{err}"
+        );
+        let err = load_str(
+            "[[targets]]\nname = \"a\"\n[[triggers]]\nkind = \"latency\"\ntarget = \"a\"\nurl = \"http://127.0.0.1:1/\"\nthreshold = \"18446744073709551615s\"\n",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("longer than a year"), "{err}");
+        let err = load(
+            None,
+            &env(&[("FLIGHTREC_SNAPSHOTS__POST_TRIGGER", "584942417355y")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("snapshots.post_trigger"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 mod process;
 
-pub use process::{rusage, Freshness};
+pub use process::{max_fds, rusage, Freshness};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -69,6 +69,13 @@ pub struct EvictionLabels {
     pub reason: String,
     /// `delivered` or `undelivered` (damaged on disk for some sink).
     pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStatus {
+    /// The route (`/v1/snapshots/{id}`), or `unmatched`.
+    pub endpoint: String,
+    pub status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,6 +157,8 @@ pub struct Metrics {
     pub delivery_seconds: Family<SinkLabels, Histogram, fn() -> Histogram>,
     pub circuit_open: Family<SinkLabels, Gauge>,
     pub circuit_opened: Family<SinkLabels, Counter>,
+    /// API requests answered 4xx/5xx, by route and status.
+    pub api_errors: Family<EndpointStatus, Counter>,
 }
 
 impl Metrics {
@@ -194,6 +203,7 @@ impl Metrics {
             delivery_seconds: Family::new_with_constructor(latency_histogram),
             circuit_open: Family::default(),
             circuit_opened: Family::default(),
+            api_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -399,7 +409,21 @@ impl Metrics {
             "Times the sink's circuit breaker opened",
             m.circuit_opened.clone(),
         );
+        registry.register(
+            "api_errors",
+            "API requests answered with a 4xx or 5xx status, by route and status",
+            m.api_errors.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
+    }
+
+    pub fn api_errors(&self, endpoint: &str, status: u16) {
+        self.api_errors
+            .get_or_create(&EndpointStatus {
+                endpoint: endpoint.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
     }
 
     pub fn target(&self, target: &str) -> TargetLabels {

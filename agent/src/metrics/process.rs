@@ -61,7 +61,8 @@ fn status_num(status: &str, field: &str) -> Option<i64> {
     line[field.len()..].trim().parse().ok()
 }
 
-fn max_fds() -> Option<i64> {
+/// The process's soft limit on open file descriptors.
+pub fn max_fds() -> Option<i64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()

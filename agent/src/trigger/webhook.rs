@@ -496,6 +496,17 @@ impl Webhooks {
         r
     }
 
+    /// The answer to a body over `server.max_body`, also given before the
+    /// body is read when its declared length is already too large.
+    pub fn too_large(&self, source: Source) -> Response {
+        self.reject(
+            source,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "request body is larger than server.max_body; raise it, or cap the alerts per notification (Alertmanager's webhook_config max_alerts)".into(),
+        )
+    }
+
     pub fn handle(
         &self,
         source: Source,
@@ -504,14 +515,7 @@ impl Webhooks {
     ) -> Response {
         let body = match body {
             Ok(b) => b,
-            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return self.reject(
-                    source,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    "request body is larger than server.max_body; raise it, or cap the alerts per notification (Alertmanager's webhook_config max_alerts)".into(),
-                )
-            }
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => return self.too_large(source),
             Err(rej) => {
                 return self.reject(
                     source,
