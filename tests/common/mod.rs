@@ -174,6 +174,12 @@ pub struct Agent {
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_flightrec");
 
+/// The agent binary the harness starts: this build, or the one named by
+/// `BENCH_AGENT_BIN` (the benchmarks compare an older build with it).
+pub fn agent_bin() -> PathBuf {
+    std::env::var_os("BENCH_AGENT_BIN").map_or_else(|| PathBuf::from(AGENT), PathBuf::from)
+}
+
 impl Agent {
     /// Starts `flightrec run` with `config` (TOML). `{dir}` in the config is
     /// replaced by the agent's temp dir; the API must listen on port 0.
@@ -195,20 +201,22 @@ impl Agent {
         std::fs::write(&cfg, config).expect("write config");
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).expect("log file");
+        let bin = agent_bin();
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(AGENT);
+                c.args(args).arg(&bin);
                 c
             }
-            None => Command::new(AGENT),
+            None => Command::new(&bin),
         };
+        // Debug logs unless the caller says otherwise (the benchmarks do).
         let child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .args(["--log-format", "json"])
-            .envs(env.iter().copied())
             .env("FLIGHTREC_LOG__LEVEL", "flightrec=debug,info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
