@@ -588,3 +588,40 @@ fn sigterm_during_post_trigger_capture_still_leaves_a_whole_bundle() {
         "nothing half-written left behind"
     );
 }
+
+#[test]
+fn the_frozen_ring_is_on_disk_before_post_trigger_recording_ends() {
+    // Writing the ring while post-trigger recording goes on is what makes a
+    // bundle durable soon after recording ends, whatever the ring's size.
+    let svc = GoService::start("fixture", &["-pairs", "1", "-rate", "1000"]);
+    let agent = Agent::start(&config(&target("t", &svc.url, "1s"), "4s"));
+    wait_for("3 windows", Duration::from_secs(20), || {
+        (agent.windows_kept("t") >= 3).then_some(())
+    });
+    let (s, v) = agent.post("/v1/snapshots", r#"{"target":"t","reason":"early write"}"#, None);
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let partial = agent.path().join("data/.partial").join(&id);
+    wait_for(
+        "the frozen windows in .partial while recording",
+        Duration::from_secs(4),
+        || {
+            let files = std::fs::read_dir(&partial).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".trace"))
+                    .count()
+            });
+            let (_, p) = agent.get(&format!("/v1/snapshots/{id}"));
+            assert_eq!(p["phase"], "recording", "recording ended first: {p}");
+            (files >= 3).then_some(())
+        },
+    );
+    let dir = agent.wait_snapshot(&id, Duration::from_secs(30));
+    let m = assert_bundle_valid(&dir);
+    assert_eq!(m["post_trigger_complete"], true);
+    assert!(
+        m["windows"].as_array().expect("windows").len() >= 7,
+        "3 frozen + 4 s more: {m}"
+    );
+    assert!(!partial.exists(), "the bundle was renamed into place");
+}

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flightrec_proto::prost_types;
@@ -19,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ring::coverage;
 use crate::trace_format;
-use crate::window::Window;
+use crate::window::{Span, Window};
 
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const MANIFEST_PB: &str = "manifest.pb";
@@ -150,37 +149,72 @@ pub enum BundleError {
     Manifest { path: PathBuf, why: String },
 }
 
-/// Writes the windows and both manifests into `tmp` (created fresh), fsyncs
-/// everything, and returns the manifest. The caller renames `tmp` into place.
-pub fn write_into(tmp: &Path, meta: &BundleMeta, windows: &[Arc<Window>]) -> Result<Manifest, BundleError> {
-    let fail = |source: io::Error| {
+/// Assembles one bundle in `tmp`: window files as their windows come (a
+/// snapshot writes the frozen ring while it still records post-trigger
+/// windows), then both manifests. Keeps only what the manifest needs of a
+/// window, so a written window's bytes can be freed at once. The caller
+/// renames `tmp` into place.
+pub struct BundleWriter {
+    tmp: PathBuf,
+    id: String,
+    entries: Vec<WindowEntry>,
+    spans: Vec<Span>,
+    prev_end: Option<u64>,
+}
+
+impl BundleWriter {
+    /// Creates `tmp` (and its parents).
+    pub fn create(tmp: &Path, id: &str) -> Result<BundleWriter, BundleError> {
+        let w = BundleWriter {
+            tmp: tmp.to_path_buf(),
+            id: id.to_string(),
+            entries: Vec::new(),
+            spans: Vec::new(),
+            prev_end: None,
+        };
+        fs::create_dir_all(tmp).map_err(|e| w.fail(e))?;
+        Ok(w)
+    }
+
+    fn fail(&self, source: io::Error) -> BundleError {
         if source.kind() == io::ErrorKind::StorageFull {
             BundleError::DiskFull {
-                id: meta.id.clone(),
-                dir: tmp.parent().and_then(Path::parent).unwrap_or(tmp).to_path_buf(),
+                id: self.id.clone(),
+                dir: self
+                    .tmp
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(&self.tmp)
+                    .to_path_buf(),
                 source,
             }
         } else {
             BundleError::Write {
-                id: meta.id.clone(),
-                dir: tmp.to_path_buf(),
+                id: self.id.clone(),
+                dir: self.tmp.clone(),
                 source,
             }
         }
-    };
-    fs::create_dir_all(tmp).map_err(fail)?;
-    let mut entries = Vec::with_capacity(windows.len());
-    let mut prev_end: Option<u64> = None;
-    for (i, w) in windows.iter().enumerate() {
+    }
+
+    /// Windows written so far.
+    pub fn windows(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Writes the next window (in time order) as a plain trace and fsyncs it.
+    pub fn add(&mut self, w: &Window) -> Result<(), BundleError> {
         let (start, end, clock) = w.wall_span();
-        let file = format!("{:04}-{}.trace", i + 1, compact_time(start));
-        let (bytes, sha256) = write_synced(&tmp.join(&file), |out| w.write_trace(out)).map_err(fail)?;
-        let gap = match (prev_end, w.info.start_ns()) {
+        let file = format!("{:04}-{}.trace", self.entries.len() + 1, compact_time(start));
+        let (bytes, sha256) =
+            write_synced(&self.tmp.join(&file), |out| w.write_trace(out)).map_err(|e| self.fail(e))?;
+        let gap = match (self.prev_end, w.info.start_ns()) {
             (Some(p), Some(s)) if s >= p => Some((s - p) as f64 / 1e9),
             _ => None,
         };
-        prev_end = w.info.end_ns();
-        entries.push(WindowEntry {
+        self.prev_end = w.info.end_ns();
+        self.spans.push(w.span());
+        self.entries.push(WindowEntry {
             file,
             start: rfc3339(start),
             end: rfc3339(end),
@@ -200,32 +234,37 @@ pub fn write_into(tmp: &Path, meta: &BundleMeta, windows: &[Arc<Window>]) -> Res
             seq: w.seq,
             trimmed_bytes: w.trimmed_bytes,
         });
+        Ok(())
     }
-    let cov = coverage(windows.iter().map(|w| w.as_ref())).map(|c| CoverageInfo {
-        span_seconds: c.span.as_secs_f64(),
-        covered_seconds: c.covered.as_secs_f64(),
-        ratio: c.ratio,
-        max_gap_seconds: c.max_gap.as_secs_f64(),
-        clock: if c.target_clock { "target" } else { "agent" }.into(),
-    });
-    let manifest = Manifest {
-        id: meta.id.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        agent_host: host_name(),
-        created_at: rfc3339(SystemTime::now()),
-        target: meta.target.clone(),
-        trigger: meta.trigger.clone(),
-        post_trigger_seconds: meta.post_trigger_seconds,
-        post_trigger_complete: meta.post_trigger_complete,
-        coverage: cov,
-        windows: entries,
-    };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| fail(io::Error::other(e)))?;
-    write_synced(&tmp.join(MANIFEST_JSON), |out| out.write_all(&json)).map_err(fail)?;
-    let pb = manifest.to_proto().encode_to_vec();
-    write_synced(&tmp.join(MANIFEST_PB), |out| out.write_all(&pb)).map_err(fail)?;
-    sync_dir(tmp).map_err(fail)?;
-    Ok(manifest)
+
+    /// Writes both manifests and fsyncs the directory; returns the manifest.
+    pub fn finish(mut self, meta: &BundleMeta) -> Result<Manifest, BundleError> {
+        let cov = coverage(self.spans.iter().copied()).map(|c| CoverageInfo {
+            span_seconds: c.span.as_secs_f64(),
+            covered_seconds: c.covered.as_secs_f64(),
+            ratio: c.ratio,
+            max_gap_seconds: c.max_gap.as_secs_f64(),
+            clock: if c.target_clock { "target" } else { "agent" }.into(),
+        });
+        let manifest = Manifest {
+            id: meta.id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            agent_host: host_name(),
+            created_at: rfc3339(SystemTime::now()),
+            target: meta.target.clone(),
+            trigger: meta.trigger.clone(),
+            post_trigger_seconds: meta.post_trigger_seconds,
+            post_trigger_complete: meta.post_trigger_complete,
+            coverage: cov,
+            windows: std::mem::take(&mut self.entries),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| self.fail(io::Error::other(e)))?;
+        write_synced(&self.tmp.join(MANIFEST_JSON), |out| out.write_all(&json)).map_err(|e| self.fail(e))?;
+        let pb = manifest.to_proto().encode_to_vec();
+        write_synced(&self.tmp.join(MANIFEST_PB), |out| out.write_all(&pb)).map_err(|e| self.fail(e))?;
+        sync_dir(&self.tmp).map_err(|e| self.fail(e))?;
+        Ok(manifest)
+    }
 }
 
 /// Writes a file through a buffer while hashing it, then fsyncs it.

@@ -14,7 +14,7 @@ use ringbuf::HeapRb;
 use tokio::sync::broadcast;
 
 use crate::config::Target;
-use crate::window::Window;
+use crate::window::{Span, Window};
 
 /// Why a window left its ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +299,7 @@ impl Rings {
             raw_bytes: windows.iter().map(|w| w.raw_len).sum(),
             oldest: windows.first().map(|w| w.wall_span().0),
             newest: windows.last().map(|w| w.wall_span().1),
-            coverage: coverage(windows.iter().map(|w| w.as_ref())).map(|c| c.ratio),
+            coverage: coverage(windows.iter().map(|w| w.span())).map(|c| c.ratio),
         })
     }
 
@@ -322,11 +322,8 @@ pub struct Coverage {
 
 /// Coverage of windows in time order. Uses the target's trace clock when
 /// every window has one (gaps then are exact), else the agent's clock.
-pub fn coverage<'a>(windows: impl Iterator<Item = &'a Window> + Clone) -> Option<Coverage> {
-    let traced: Option<Vec<(u64, u64)>> = windows
-        .clone()
-        .map(|w| Some((w.info.start_ns()?, w.info.end_ns()?)))
-        .collect();
+pub fn coverage(windows: impl Iterator<Item = Span> + Clone) -> Option<Coverage> {
+    let traced: Option<Vec<(u64, u64)>> = windows.clone().map(|w| w.trace_ns).collect();
     let (spans, target_clock): (Vec<(u128, u128)>, bool) = match traced {
         Some(s) if !s.is_empty() && s.windows(2).all(|p| p[1].0 >= p[0].1) => (
             s.into_iter()
@@ -567,7 +564,7 @@ mod tests {
     #[test]
     fn coverage_uses_the_trace_clock_and_finds_the_largest_gap() {
         let ws: Vec<Arc<Window>> = (1..=3).map(|i| window("a", i, 10, at(i))).collect();
-        let c = coverage(ws.iter().map(|w| w.as_ref())).expect("windows");
+        let c = coverage(ws.iter().map(|w| w.span())).expect("windows");
         assert!(c.target_clock);
         // Windows span 990 of every 1000 ticks at 1000 ticks/s.
         assert_eq!(c.span, Duration::from_millis(2990));

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::bundle::{self, BundleMeta, TargetInfo, Trigger};
+use crate::bundle::{self, BundleMeta, BundleWriter, TargetInfo, Trigger};
 use crate::config::Config;
 use crate::events;
 use crate::fleet::Fleet;
@@ -276,6 +276,11 @@ impl Snapshots {
         }
     }
 
+    /// Records `post_trigger` more and writes the bundle. The frozen windows
+    /// are written while post-trigger recording goes on, each window as it
+    /// arrives, so once the last one is in only it and the manifests remain:
+    /// the bundle is durable soon after recording ends whatever the ring's
+    /// size, and each window's bytes are freed once on disk.
     async fn make(
         self: Arc<Self>,
         id: String,
@@ -290,23 +295,37 @@ impl Snapshots {
         // after `until`, and slack for a slow target.
         let give_up = Instant::now() + self.post_trigger + meta.window * 2 + Duration::from_secs(10);
         let last_frozen = frozen.last().map_or(0, |w| w.seq);
-        let mut windows = frozen;
+        // Sending must not wait on the disk: the feed drops windows for a
+        // snapshot that stops reading it.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Arc<Window>>(frozen.len() + POST_TRIGGER_WINDOWS);
+        let writer = {
+            let tmp = self.spool.partial_dir(&id);
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || write_windows(&tmp, &id, rx))
+        };
+        let mut queue = Outbox {
+            tx,
+            last: None,
+            open: true,
+        };
+        for w in frozen {
+            queue.send(w).await;
+        }
+        let done =
+            |last: Option<(u64, SystemTime)>| last.is_some_and(|(seq, at)| seq > last_frozen && at >= until);
         let mut complete = false;
         loop {
-            if windows
-                .last()
-                .is_some_and(|w| w.seq > last_frozen && w.received_at >= until)
-            {
+            if done(queue.last) {
                 complete = true;
+                break;
+            }
+            if !queue.open {
+                // The writer failed; its error is reported below.
                 break;
             }
             tokio::select! {
                 got = feed.recv() => match got {
-                    Ok(w) => {
-                        if w.seq > windows.last().map_or(0, |l| l.seq) {
-                            windows.push(w);
-                        }
-                    }
+                    Ok(w) => queue.send(w).await,
                     Err(RecvError::Lagged(n)) => warn!(target = %target, id = %id, missed = n, "snapshot missed windows while waiting"),
                     Err(RecvError::Closed) => break,
                 },
@@ -316,16 +335,16 @@ impl Snapshots {
                 }
                 _ = self.recording_stopped.cancelled() => {
                     while let Ok(w) = feed.try_recv() {
-                        if w.seq > windows.last().map_or(0, |l| l.seq) {
-                            windows.push(w);
-                        }
+                        queue.send(w).await;
                     }
-                    complete = windows.last().is_some_and(|w| w.seq > last_frozen && w.received_at >= until);
+                    complete = done(queue.last);
                     break;
                 }
             }
         }
         drop(feed);
+        // Closing the queue lets the writer finish the last window.
+        drop(queue);
         self.update(&id, |p| p.phase = Phase::Writing);
         let started = Instant::now();
         let bundle_meta = BundleMeta {
@@ -340,23 +359,28 @@ impl Snapshots {
             post_trigger_seconds: self.post_trigger.as_secs_f64(),
             post_trigger_complete: complete,
         };
-        let spool = self.spool.clone();
-        let id2 = id.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            if windows.is_empty() {
-                return Err("the ring held no window and none arrived; is the target being recorded? (GET /v1/targets)".to_string());
+        let written = match writer.await {
+            Ok(Ok(w)) => {
+                let spool = self.spool.clone();
+                let id2 = id.clone();
+                tokio::task::spawn_blocking(move || {
+                    if w.windows() == 0 {
+                        return Err("the ring held no window and none arrived; is the target being recorded? (GET /v1/targets)".to_string());
+                    }
+                    let m = w.finish(&bundle_meta).map_err(|e| e.to_string())?;
+                    spool.commit(&id2, &m).map(|p| (p, m)).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("bundle writer panicked: {e}")))
             }
-            let tmp = spool.partial_dir(&id2);
-            let result = bundle::write_into(&tmp, &bundle_meta, &windows)
-                .map_err(|e| e.to_string())
-                .and_then(|m| spool.commit(&id2, &m).map(|p| (p, m)).map_err(|e| e.to_string()));
-            if result.is_err() {
-                spool.discard(&id2);
-            }
-            result
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("bundle writer panicked: {e}")));
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("bundle writer panicked: {e}")),
+        };
+        if written.is_err() {
+            let spool = self.spool.clone();
+            let id2 = id.clone();
+            let _ = tokio::task::spawn_blocking(move || spool.discard(&id2)).await;
+        }
         self.spool.release(&id);
         let kind = firing.kind.as_str().to_string();
         match written {
@@ -397,6 +421,47 @@ impl Snapshots {
             }
         }
     }
+}
+
+/// Room in the writer's queue beyond the frozen windows: more than
+/// post-trigger recording brings at sane settings (it lasts `post_trigger` +
+/// 2 windows + 10 s). Past it the snapshot waits for the writer, which only
+/// happens when the disk is slower than the target's trace.
+const POST_TRIGGER_WINDOWS: usize = 256;
+
+/// The snapshot's side of the writer's queue: passes each window once, in
+/// sequence order, and remembers the last one for the post-trigger rule.
+struct Outbox {
+    tx: tokio::sync::mpsc::Sender<Arc<Window>>,
+    last: Option<(u64, SystemTime)>,
+    /// False once the writer has stopped (it failed; its error says why).
+    open: bool,
+}
+
+impl Outbox {
+    async fn send(&mut self, w: Arc<Window>) {
+        if self.last.is_some_and(|(seq, _)| w.seq <= seq) {
+            return;
+        }
+        self.last = Some((w.seq, w.received_at));
+        if self.open && self.tx.send(w).await.is_err() {
+            self.open = false;
+        }
+    }
+}
+
+/// The bundle writer: writes each window it is sent, in order, until the
+/// queue closes or a write fails.
+fn write_windows(
+    tmp: &std::path::Path,
+    id: &str,
+    mut rx: tokio::sync::mpsc::Receiver<Arc<Window>>,
+) -> Result<BundleWriter, crate::bundle::BundleError> {
+    let mut writer = BundleWriter::create(tmp, id)?;
+    while let Some(w) = rx.blocking_recv() {
+        writer.add(&w)?;
+    }
+    Ok(writer)
 }
 
 /// `<UTC time>-<target>-<random>`: sorts by time, names the target, and two

@@ -108,6 +108,15 @@ impl Window {
         }
     }
 
+    /// What coverage needs to know of this window, without its bytes.
+    pub fn span(&self) -> Span {
+        Span {
+            trace_ns: self.info.start_ns().zip(self.info.end_ns()),
+            requested_at: self.requested_at,
+            received_at: self.received_at,
+        }
+    }
+
     /// Time covered by the window's events, or the agent-side span.
     pub fn duration(&self) -> Duration {
         match (self.info.start_ns(), self.info.end_ns()) {
@@ -132,6 +141,15 @@ impl Window {
         }
         Ok(())
     }
+}
+
+/// A window's place in time: its first and last event in the target's trace
+/// clock (when the framing was walked) and the agent's clock around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub trace_ns: Option<(u64, u64)>,
+    pub requested_at: SystemTime,
+    pub received_at: SystemTime,
 }
 
 /// Raw bytes per block. Large enough for zstd to find the repetition in a
