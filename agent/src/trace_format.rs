@@ -632,6 +632,102 @@ mod tests {
         }
     }
 
+    /// What the walk found in a fixture when every event of every batch was
+    /// still decoded; a cheaper walk must find exactly this.
+    struct Pinned {
+        file: &'static str,
+        whole_len: usize,
+        batches: u32,
+        generations: u32,
+        first_ts: u64,
+        last_ts: u64,
+        /// Clock snapshot ticks and wall ns.
+        clock: Option<(u64, u128)>,
+        /// `keepable(data, false)`: length, batches, generations, last_ts.
+        kept: Option<(usize, u32, u32, u64)>,
+    }
+
+    const PINNED: [Pinned; 5] = [
+        Pinned {
+            file: "go1.22.trace",
+            whole_len: 10576,
+            batches: 13,
+            generations: 2,
+            first_ts: 12_304_533_064,
+            last_ts: 12_320_191_411,
+            clock: None,
+            kept: Some((10576, 7, 1, 12_320_169_696)),
+        },
+        Pinned {
+            file: "go1.23.trace",
+            whole_len: 16,
+            batches: 7,
+            generations: 1,
+            first_ts: 12_330_177_879,
+            last_ts: 12_345_818_602,
+            clock: None,
+            kept: None,
+        },
+        Pinned {
+            file: "go1.25.trace",
+            whole_len: 16,
+            batches: 7,
+            generations: 1,
+            first_ts: 12_356_014_999,
+            last_ts: 12_371_654_111,
+            clock: Some((12_356_015_867, 1_795_924_689_918_350_892)),
+            kept: None,
+        },
+        Pinned {
+            file: "go1.26.trace",
+            whole_len: 12522,
+            batches: 7,
+            generations: 1,
+            first_ts: 12_379_964_949,
+            last_ts: 12_395_604_418,
+            clock: Some((12_379_965_609, 1_795_924_691_451_134_418)),
+            kept: Some((12522, 7, 1, 12_395_604_418)),
+        },
+        Pinned {
+            file: "go1.26-busy.trace",
+            whole_len: 82946,
+            batches: 7,
+            generations: 1,
+            first_ts: 12_403_984_903,
+            last_ts: 12_407_898_712,
+            clock: Some((12_403_985_179, 1_795_924_692_988_386_911)),
+            kept: Some((82946, 7, 1, 12_407_898_712)),
+        },
+    ];
+
+    #[test]
+    fn fixtures_walk_to_the_pinned_values() {
+        for p in PINNED {
+            let name = p.file;
+            let data = fixture(name);
+            let info = inspect(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                (info.whole_len, info.batches, info.generations),
+                (p.whole_len, p.batches, p.generations),
+                "{name}"
+            );
+            let clock = p
+                .clock
+                .map(|(ticks, wall_unix_ns)| ClockSnapshot { ticks, wall_unix_ns });
+            assert_eq!(
+                (info.freq, info.first_ts, info.last_ts, info.clock),
+                (Some(15_625_000), Some(p.first_ts), Some(p.last_ts), clock),
+                "{name}"
+            );
+            let kept = keepable(&data, false).ok();
+            assert_eq!(
+                kept.map(|(len, t)| (len, t.batches, t.generations, t.last_ts.unwrap_or(0))),
+                p.kept,
+                "{name}: what is kept of a stream not known to be complete"
+            );
+        }
+    }
+
     #[test]
     fn streaming_in_any_chunk_sizes_finds_what_one_walk_finds() {
         for (name, _, _) in V2 {
