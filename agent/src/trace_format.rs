@@ -16,6 +16,8 @@ use std::fmt;
 pub const HEADER_LEN: usize = 16;
 /// Go's `tracev2.MaxBatchSize`.
 const MAX_BATCH_SIZE: u64 = 64 << 10;
+/// The longest batch header: type, experiment, four 10-byte uvarints.
+const MAX_HEADER_LEN: usize = 2 + 4 * 10;
 
 const EV_EVENT_BATCH: u8 = 1;
 const EV_STACKS: u8 = 2;
@@ -275,19 +277,67 @@ impl Walker {
         self.feed_body(data)
     }
 
-    fn feed_body(&mut self, data: &[u8]) -> Result<(), FormatError> {
+    fn feed_body(&mut self, mut data: &[u8]) -> Result<(), FormatError> {
         if !self.info.walked {
             self.consumed += data.len();
             return Ok(());
         }
-        self.carry.extend_from_slice(data);
+        if !self.carry.is_empty() {
+            match self.complete_carry(data)? {
+                Some(taken) => data = &data[taken..],
+                None => return Ok(()),
+            }
+        }
+        // The chunk is walked where it lies: only a batch it ends inside is
+        // copied, to be completed by the next chunks.
+        let used = self.walk(data)?;
+        self.consumed += used;
+        self.carry.extend_from_slice(&data[used..]);
+        Ok(())
+    }
+
+    /// Completes the batch begun in `carry` from the head of `data` and walks
+    /// it. Returns how many bytes of `data` it took, or `None` when all of
+    /// `data` went into a batch still not complete.
+    fn complete_carry(&mut self, data: &[u8]) -> Result<Option<usize>, FormatError> {
+        // Enough bytes to read the header, which says how long the batch is;
+        // what turns out to lie past the batch is given back below.
+        let head = MAX_HEADER_LEN.saturating_sub(self.carry.len()).min(data.len());
+        self.carry.extend_from_slice(&data[..head]);
+        let mut cur = Cursor {
+            data: &self.carry,
+            pos: 0,
+        };
+        let len = match read_header(&mut cur) {
+            Ok(Some(header)) => cur.pos + header.size,
+            // Only possible when all of `data` fit under MAX_HEADER_LEN.
+            Ok(None) => return Ok(None),
+            Err(what) => {
+                return Err(FormatError::Corrupt {
+                    offset: self.consumed,
+                    what,
+                })
+            }
+        };
+        let taken = if len <= self.carry.len() {
+            let extra = self.carry.len() - len;
+            self.carry.truncate(len);
+            head - extra
+        } else {
+            let more = (len - self.carry.len()).min(data.len() - head);
+            self.carry.extend_from_slice(&data[head..head + more]);
+            if self.carry.len() < len {
+                return Ok(None);
+            }
+            head + more
+        };
         let carry = std::mem::take(&mut self.carry);
         let walked = self.walk(&carry);
+        // Kept for its allocation: the next cut batch reuses it.
         self.carry = carry;
-        let used = walked?;
-        self.carry.drain(..used);
-        self.consumed += used;
-        Ok(())
+        self.consumed += walked?;
+        self.carry.clear();
+        Ok(Some(taken))
     }
 
     /// Walks whole batches of `data` (which starts at stream offset
@@ -435,8 +485,15 @@ fn uvarint(buf: &[u8]) -> Uvarint {
     Uvarint::Short
 }
 
-/// Reads one batch. `Ok(None)`: the data ends inside it (a cut stream).
-fn read_batch<'a>(cur: &mut Cursor<'a>) -> Result<Option<Batch<'a>>, String> {
+struct Header {
+    gen: u64,
+    ts: u64,
+    experimental: bool,
+    size: usize,
+}
+
+/// Reads a batch header. `Ok(None)`: the data ends inside it.
+fn read_header(cur: &mut Cursor<'_>) -> Result<Option<Header>, String> {
     let Some(typ) = cur.byte() else { return Ok(None) };
     let experimental = match typ {
         EV_EVENT_BATCH => false,
@@ -459,16 +516,29 @@ fn read_batch<'a>(cur: &mut Cursor<'a>) -> Result<Option<Batch<'a>>, String> {
     if size > MAX_BATCH_SIZE {
         return Err(format!("batch size {size} exceeds Go's maximum {MAX_BATCH_SIZE}"));
     }
-    let end = cur.pos + size as usize;
+    Ok(Some(Header {
+        gen,
+        ts,
+        experimental,
+        size: size as usize,
+    }))
+}
+
+/// Reads one batch. `Ok(None)`: the data ends inside it (a cut stream).
+fn read_batch<'a>(cur: &mut Cursor<'a>) -> Result<Option<Batch<'a>>, String> {
+    let Some(header) = read_header(cur)? else {
+        return Ok(None);
+    };
+    let end = cur.pos + header.size;
     if end > cur.data.len() {
         return Ok(None);
     }
     let body = &cur.data[cur.pos..end];
     cur.pos = end;
     Ok(Some(Batch {
-        gen,
-        ts,
-        experimental,
+        gen: header.gen,
+        ts: header.ts,
+        experimental: header.experimental,
         body,
     }))
 }
@@ -847,6 +917,60 @@ mod tests {
         over.push(1);
         over.extend_from_slice(&[0xff; 11]);
         assert!(matches!(inspect(&over), Err(FormatError::Corrupt { .. })));
+    }
+
+    /// Stream offsets where each batch of a v2 trace starts.
+    fn batch_starts(data: &[u8]) -> Vec<usize> {
+        let mut cur = Cursor {
+            data,
+            pos: HEADER_LEN,
+        };
+        let mut starts = Vec::new();
+        while cur.pos < data.len() {
+            starts.push(cur.pos);
+            if data[cur.pos] == EV_END_OF_GENERATION {
+                cur.pos += 1;
+            } else if !matches!(read_batch(&mut cur), Ok(Some(_))) {
+                break;
+            }
+        }
+        starts
+    }
+
+    #[test]
+    fn corruption_offsets_do_not_depend_on_chunking() {
+        let data = fixture("go1.22.trace");
+        let starts = batch_starts(&data);
+        // The tiny frequency batch that starts generation 2, then a big one.
+        let small = starts[7];
+        assert_eq!(data[small + 1..small + 3], [2, 0xff]);
+        for at in [small, starts[8]] {
+            let mut wrong_type = data.clone();
+            wrong_type[at] = 7;
+            // The size uvarint (after type, gen, M and timestamp) made 64 KiB + 1.
+            let mut len = 1;
+            for _ in 0..3 {
+                len += data[at + len..].iter().take_while(|b| **b >= 0x80).count() + 1;
+            }
+            let size = at + len;
+            let mut too_big = data[..size].to_vec();
+            too_big.extend_from_slice(&[0x81, 0x80, 0x04]);
+            too_big.extend_from_slice(
+                &data[size + data[size..].iter().take_while(|b| **b >= 0x80).count() + 1..],
+            );
+            for bad in [wrong_type, too_big] {
+                let whole = inspect(&bad);
+                assert!(
+                    matches!(whole, Err(FormatError::Corrupt { offset, .. }) if offset == at),
+                    "{whole:?}"
+                );
+                for chunk in [1, 2, 3, 5, 41, 42, 43, 100, 4096] {
+                    let mut w = Walker::new();
+                    let fed = bad.chunks(chunk).try_for_each(|piece| w.feed(piece));
+                    assert_eq!(fed.err(), whole.clone().err(), "{chunk}-byte chunks");
+                }
+            }
+        }
     }
 
     #[test]
