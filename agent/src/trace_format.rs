@@ -46,6 +46,46 @@ const TIMED_ARGS: [u8; 52] = [
 ];
 /// Experimental timed events (AllocFree experiment), types 128..=136.
 const EXPERIMENTAL_ARGS: [u8; 9] = [4, 4, 2, 3, 3, 2, 3, 3, 2];
+/// Most arguments an event has.
+const MAX_ARGS: usize = 5;
+/// How many bytes `n` uvarints take, by `n` and by the set of bytes of a
+/// word that end a uvarint (bit i for byte i); 0 when fewer than `n` end.
+const ARGS_LEN: [[u8; 256]; MAX_ARGS + 1] = {
+    let mut len = [[0; 256]; MAX_ARGS + 1];
+    let mut ends = 0;
+    while ends < 256 {
+        let (mut byte, mut n) = (0, 0);
+        while byte < 8 {
+            if ends & (1 << byte) != 0 && n < MAX_ARGS {
+                n += 1;
+                len[n][ends] = byte as u8 + 1;
+            }
+            byte += 1;
+        }
+        ends += 1;
+    }
+    len
+};
+/// Both tables by event type byte, 0 for any other byte.
+const EVENT_ARGS: [u8; 256] = {
+    let mut all = [0; 256];
+    let mut i = 0;
+    while i < TIMED_ARGS.len() {
+        all[i] = TIMED_ARGS[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < EXPERIMENTAL_ARGS.len() {
+        all[128 + i] = EXPERIMENTAL_ARGS[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < all.len() {
+        assert!(all[i] as usize <= MAX_ARGS);
+        i += 1;
+    }
+    all
+};
 
 /// Why bytes are not a usable trace.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -610,28 +650,79 @@ fn time_batch(info: &mut TraceInfo, batch: &Batch<'_>) {
                 }
             }
         }
+        // Events are stamped no earlier than their batch, so only the end
+        // of the span can move.
         _ => {
-            cur.pos = 0;
-            let mut ts = batch.ts;
-            while let Some(typ) = cur.byte() {
-                let n = match typ {
-                    0..=51 => TIMED_ARGS[typ as usize],
-                    128..=136 => EXPERIMENTAL_ARGS[(typ - 128) as usize],
-                    _ => 0,
-                };
-                if n == 0 {
-                    break;
-                }
-                match args(&mut cur, n as usize) {
-                    Some(a) => {
-                        ts = ts.saturating_add(a[0]);
-                        seen(ts);
-                    }
-                    None => break,
-                }
+            if let Some(ts) = last_event_ts(batch.ts, batch.body) {
+                info.last_ts = Some(info.last_ts.map_or(ts, |l| l.max(ts)));
             }
         }
     }
+}
+
+/// The timestamp of the last event of an event batch stamped `ts`, `None`
+/// when not even its first event can be sized. Timestamps are deltas, so
+/// every event is stepped over, but only its first argument is decoded. The
+/// walk stops at the first event it cannot size.
+fn last_event_ts(mut ts: u64, body: &[u8]) -> Option<u64> {
+    let mut last = None;
+    let mut pos = 0;
+    while let Some(&typ) = body.get(pos) {
+        let n = EVENT_ARGS[usize::from(typ)];
+        if n == 0 {
+            break;
+        }
+        let Some((delta, next)) = args_in_word(body, pos + 1, n).or_else(|| args_slow(body, pos + 1, n))
+        else {
+            break;
+        };
+        ts = ts.saturating_add(delta);
+        last = Some(ts);
+        pos = next;
+    }
+    last
+}
+
+/// The first of the `n` uvarint arguments at `at` and where they end, when
+/// all of them end within the 8 bytes at `at` (nearly every event): one load
+/// finds them, and none can be long enough to overflow.
+#[inline(always)]
+fn args_in_word(body: &[u8], at: usize, n: u8) -> Option<(u64, usize)> {
+    let word = u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?);
+    // Bit i set when byte i ends a uvarint: the multiply gathers each byte's
+    // (inverted) high bit into the top byte, and no two products overlap.
+    let ends = ((!word & 0x8080_8080_8080_8080) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+    let len = ARGS_LEN[usize::from(n)][ends as usize];
+    if len == 0 {
+        return None;
+    }
+    let first = compact_uvarint(word & (u64::MAX >> (56 - 8 * ends.trailing_zeros())));
+    Some((first, at + usize::from(len)))
+}
+
+/// The value of a uvarint of at most 8 bytes, given as a little-endian word
+/// holding only its bytes: drops the continuation bits and closes the gaps.
+fn compact_uvarint(x: u64) -> u64 {
+    let x = x & 0x7f7f_7f7f_7f7f_7f7f;
+    let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+    let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+    (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
+}
+
+/// [`args_in_word`] for the rest: near the end of the body, long arguments,
+/// and arguments that are cut or overflow (then `None`).
+fn args_slow(body: &[u8], mut at: usize, n: u8) -> Option<(u64, usize)> {
+    let mut first = 0;
+    for i in 0..n {
+        let Uvarint::Value(v, len) = uvarint(body.get(at..)?) else {
+            return None;
+        };
+        if i == 0 {
+            first = v;
+        }
+        at += len;
+    }
+    Some((first, at))
 }
 
 /// A short, printable description of what a body starts with, for errors.
@@ -655,6 +746,97 @@ pub fn sniff(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The walker's timing before it was made cheap, kept as the oracle: every
+    /// argument of every event decoded through `Cursor`.
+    fn eager_time_batch(info: &mut TraceInfo, batch: &Batch<'_>) {
+        // Go's parser dates each generation's sync event at its earliest batch
+        // header, so batch headers count toward the start; only events toward
+        // the end (string and stack batches are stamped when flushed).
+        info.first_ts = Some(info.first_ts.map_or(batch.ts, |f| f.min(batch.ts)));
+        let mut seen = |ts: u64| {
+            info.first_ts = Some(info.first_ts.map_or(ts, |f| f.min(ts)));
+            info.last_ts = Some(info.last_ts.map_or(ts, |l| l.max(ts)));
+        };
+        if batch.experimental || batch.body.is_empty() {
+            return;
+        }
+        let mut cur = Cursor {
+            data: batch.body,
+            pos: 1,
+        };
+        // Up to 5 uvarint arguments; `None` when the batch ends inside them.
+        let args = |cur: &mut Cursor<'_>, n: usize| -> Option<[u64; 5]> {
+            let mut out = [0u64; 5];
+            for slot in out.iter_mut().take(n) {
+                *slot = cur.uvarint().ok().flatten()?;
+            }
+            Some(out)
+        };
+        match batch.body[0] {
+            EV_STACKS | EV_STRINGS => {}
+            EV_FREQUENCY => {
+                if let Some(a) = args(&mut cur, 1) {
+                    info.freq = Some(a[0]);
+                }
+            }
+            EV_CPU_SAMPLES => {
+                while cur.byte() == Some(EV_CPU_SAMPLE) {
+                    match args(&mut cur, 5) {
+                        Some(a) => seen(a[0]),
+                        None => break,
+                    }
+                }
+            }
+            EV_SYNC => {
+                let mut last = batch.ts;
+                loop {
+                    match cur.byte() {
+                        Some(EV_FREQUENCY) => match args(&mut cur, 1) {
+                            Some(a) => info.freq = Some(a[0]),
+                            None => break,
+                        },
+                        Some(EV_CLOCK_SNAPSHOT) => match args(&mut cur, 4) {
+                            Some(a) => {
+                                last = last.saturating_add(a[0]);
+                                seen(last);
+                                if info.clock.is_none() {
+                                    let wall = u128::from(a[2]) * 1_000_000_000 + u128::from(a[3]);
+                                    info.clock = Some(ClockSnapshot {
+                                        ticks: last,
+                                        wall_unix_ns: wall,
+                                    });
+                                }
+                            }
+                            None => break,
+                        },
+                        _ => break,
+                    }
+                }
+            }
+            _ => {
+                cur.pos = 0;
+                let mut ts = batch.ts;
+                while let Some(typ) = cur.byte() {
+                    let n = match typ {
+                        0..=51 => TIMED_ARGS[typ as usize],
+                        128..=136 => EXPERIMENTAL_ARGS[(typ - 128) as usize],
+                        _ => 0,
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    match args(&mut cur, n as usize) {
+                        Some(a) => {
+                            ts = ts.saturating_add(a[0]);
+                            seen(ts);
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/../tests/data/traces/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -970,6 +1152,84 @@ mod tests {
                     assert_eq!(fed.err(), whole.clone().err(), "{chunk}-byte chunks");
                 }
             }
+        }
+    }
+
+    /// xorshift64: reproducible noise without a dependency.
+    fn noise(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// An event batch body of mostly well-formed events with arguments of
+    /// every length, some too long, some unknown types, cut anywhere.
+    fn random_body(rng: &mut u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        for _ in 0..noise(rng) % 40 {
+            let typ = match noise(rng) % 10 {
+                0 => noise(rng) as u8,
+                1 => 128 + (noise(rng) % 9) as u8,
+                _ => 9 + (noise(rng) % 43) as u8,
+            };
+            body.push(typ);
+            for _ in 0..EVENT_ARGS[usize::from(typ)].max(1) {
+                let len = match noise(rng) % 20 {
+                    0 => 10 + noise(rng) % 2,
+                    1..=3 => 4 + noise(rng) % 6,
+                    _ => 1 + noise(rng) % 3,
+                };
+                for i in 1..=len {
+                    let b = noise(rng) as u8;
+                    body.push(match (i == len, len) {
+                        (true, 10) => b % 4,
+                        (true, _) => b & 0x7f,
+                        (false, _) => b | 0x80,
+                    });
+                }
+            }
+        }
+        let cut = noise(rng) as usize % (body.len() + 1);
+        body.truncate(if noise(rng) % 2 == 0 { cut } else { body.len() });
+        body
+    }
+
+    #[test]
+    fn batches_are_timed_exactly_as_the_eager_decoder_times_them() {
+        let mut bodies = Vec::new();
+        for (name, _, _) in V2 {
+            let data = fixture(name);
+            for start in batch_starts(&data) {
+                let mut cur = Cursor {
+                    data: &data,
+                    pos: start,
+                };
+                if let Ok(Some(b)) = read_batch(&mut cur) {
+                    bodies.push((b.ts, b.body.to_vec()));
+                }
+            }
+        }
+        let mut rng = 0x5eed;
+        for _ in 0..20_000 {
+            bodies.push((noise(&mut rng) % 1000, random_body(&mut rng)));
+        }
+        // Near the top, where deltas saturate.
+        bodies.push((u64::MAX - 3, vec![17, 2, 1, 1, 17, 0x85, 1, 1, 1]));
+        let mut start = Walker::new().info;
+        start.first_ts = Some(500);
+        start.last_ts = Some(600);
+        for (ts, body) in &bodies {
+            let batch = Batch {
+                gen: 1,
+                ts: *ts,
+                experimental: false,
+                body,
+            };
+            let (mut fast, mut eager) = (start.clone(), start.clone());
+            time_batch(&mut fast, &batch);
+            eager_time_batch(&mut eager, &batch);
+            assert_eq!(fast, eager, "ts {ts}, body {}", hex::encode(body));
         }
     }
 
