@@ -3,7 +3,10 @@
 //! No event is interpreted beyond its timestamp: the walk checks that the bytes
 //! are a Go trace, finds where the last whole generation ends (so a cut stream
 //! can be trimmed to something Go's parser accepts), and reads the window's true
-//! span from event timestamps in the target's own clock.
+//! span from event timestamps in the target's own clock. Timestamps are
+//! delta-encoded, so finding the last one means decoding events; the walk
+//! decodes only the one event batch per thread and generation that can hold it
+//! (see [`Untimed`]).
 //!
 //! Layout (Go >= 1.22, "v2"): a 16-byte header `go 1.NN trace\0\0\0`, then
 //! batches `type (1 = events, 49 = experimental + 1 byte) | uvarint gen |
@@ -18,6 +21,13 @@ pub const HEADER_LEN: usize = 16;
 const MAX_BATCH_SIZE: u64 = 64 << 10;
 /// The longest batch header: type, experiment, four 10-byte uvarints.
 const MAX_HEADER_LEN: usize = 2 + 4 * 10;
+/// Go's `NoThread`: the M of the batches no thread wrote (frequency, stacks,
+/// strings, CPU samples, sync, and goroutine statuses at a generation start).
+const NO_THREAD: u64 = u64::MAX;
+/// Most event batches held untimed (see [`Untimed`]): with Go's 64 KiB
+/// batches, at most 4 MiB of copies per walker. Past it the oldest is timed
+/// at once, which costs time, never exactness.
+const MAX_UNTIMED: usize = 64;
 
 const EV_EVENT_BATCH: u8 = 1;
 const EV_STACKS: u8 = 2;
@@ -230,7 +240,9 @@ pub fn keepable(data: &[u8], stream_complete: bool) -> Result<(usize, TraceInfo)
 }
 
 /// Walks a trace as it streams in, chunk by chunk, without holding it: only
-/// an incomplete batch (at most 64 KiB) is carried from one chunk to the next.
+/// an incomplete batch (at most 64 KiB) is carried from one chunk to the next,
+/// and copies of the event batches still to be timed are held, at most
+/// [`MAX_UNTIMED`] of them.
 pub struct Walker {
     /// The first bytes, kept to describe a body that is not a trace.
     first: Vec<u8>,
@@ -243,6 +255,9 @@ pub struct Walker {
     /// `info` as of the end of the last generation known to be whole.
     whole: TraceInfo,
     gen: Option<u64>,
+    /// Event batches of the current generation whose timestamps `info` does
+    /// not hold yet.
+    untimed: Untimed,
 }
 
 impl Default for Walker {
@@ -273,6 +288,7 @@ impl Walker {
             info: blank.clone(),
             whole: blank,
             gen: None,
+            untimed: Untimed::default(),
         }
     }
 
@@ -390,10 +406,8 @@ impl Walker {
             let start = cur.pos;
             if data[start] == EV_END_OF_GENERATION && version.marks_generation_end() {
                 cur.pos += 1;
-                self.info.generations += 1;
-                self.info.whole_len = base + cur.pos;
+                self.end_generation(base + cur.pos);
                 self.gen = None;
-                self.whole = self.info.clone();
                 continue;
             }
             match read_batch(&mut cur) {
@@ -402,14 +416,15 @@ impl Walker {
                         // Before Go 1.26 a generation is known whole only once
                         // the next one starts.
                         if self.gen.is_some() && !version.marks_generation_end() {
-                            self.info.generations += 1;
-                            self.info.whole_len = base + start;
-                            self.whole = self.info.clone();
+                            self.end_generation(base + start);
                         }
+                        // An M's batches are in time order only within one
+                        // generation.
+                        self.untimed.time_all(&mut self.info);
                         self.gen = Some(batch.gen);
                     }
                     self.info.batches += 1;
-                    time_batch(&mut self.info, &batch);
+                    time_batch(&mut self.info, &mut self.untimed, &batch);
                 }
                 Ok(None) => return Ok(start),
                 Err(what) => {
@@ -421,6 +436,15 @@ impl Walker {
             }
         }
         Ok(cur.pos)
+    }
+
+    /// Counts a generation that ended at stream offset `end`, timing what it
+    /// held untimed first: `whole` is what a cut stream keeps.
+    fn end_generation(&mut self, end: usize) {
+        self.untimed.time_all(&mut self.info);
+        self.info.generations += 1;
+        self.info.whole_len = end;
+        self.whole = self.info.clone();
     }
 
     fn header_error(&self) -> FormatError {
@@ -441,6 +465,7 @@ impl Walker {
             info.whole_len = self.received();
             return Ok(info);
         }
+        self.untimed.time(&mut info);
         let cut = !self.carry.is_empty();
         info.ends_cleanly = !cut && (!version.marks_generation_end() || info.whole_len == self.received());
         if info.ends_cleanly && !version.marks_generation_end() && self.gen.is_some() {
@@ -473,6 +498,7 @@ impl Walker {
 
 struct Batch<'a> {
     gen: u64,
+    m: u64,
     ts: u64,
     experimental: bool,
     body: &'a [u8],
@@ -527,6 +553,7 @@ fn uvarint(buf: &[u8]) -> Uvarint {
 
 struct Header {
     gen: u64,
+    m: u64,
     ts: u64,
     experimental: bool,
     size: usize,
@@ -552,12 +579,13 @@ fn read_header(cur: &mut Cursor<'_>) -> Result<Option<Header>, String> {
             None => return Ok(None),
         }
     }
-    let [gen, _m, ts, size] = header;
+    let [gen, m, ts, size] = header;
     if size > MAX_BATCH_SIZE {
         return Err(format!("batch size {size} exceeds Go's maximum {MAX_BATCH_SIZE}"));
     }
     Ok(Some(Header {
         gen,
+        m,
         ts,
         experimental,
         size: size as usize,
@@ -577,15 +605,17 @@ fn read_batch<'a>(cur: &mut Cursor<'a>) -> Result<Option<Batch<'a>>, String> {
     cur.pos = end;
     Ok(Some(Batch {
         gen: header.gen,
+        m: header.m,
         ts: header.ts,
         experimental: header.experimental,
         body,
     }))
 }
 
-/// Folds a batch's event timestamps into the window's span. Never fails: an
-/// event this walk cannot size only stops the timing of that batch.
-fn time_batch(info: &mut TraceInfo, batch: &Batch<'_>) {
+/// Folds a batch's event timestamps into the window's span, or holds a
+/// thread's event batch in `untimed` to do so later. Never fails: an event
+/// this walk cannot size only stops the timing of that batch.
+fn time_batch(info: &mut TraceInfo, untimed: &mut Untimed, batch: &Batch<'_>) {
     // Go's parser dates each generation's sync event at its earliest batch
     // header, so batch headers count toward the start; only events toward
     // the end (string and stack batches are stamped when flushed).
@@ -650,13 +680,79 @@ fn time_batch(info: &mut TraceInfo, batch: &Batch<'_>) {
                 }
             }
         }
-        // Events are stamped no earlier than their batch, so only the end
-        // of the span can move.
-        _ => {
-            if let Some(ts) = last_event_ts(batch.ts, batch.body) {
-                info.last_ts = Some(info.last_ts.map_or(ts, |l| l.max(ts)));
+        _ if batch.m == NO_THREAD => note_last_ts(info, last_event_ts(batch.ts, batch.body)),
+        _ => untimed.hold(batch.m, batch.ts, batch.body, info),
+    }
+}
+
+/// Events are stamped no earlier than their batch, whose header already
+/// counted toward the start: only the end of the span can move.
+fn note_last_ts(info: &mut TraceInfo, ts: Option<u64>) {
+    if let Some(ts) = ts {
+        info.last_ts = Some(info.last_ts.map_or(ts, |l| l.max(ts)));
+    }
+}
+
+/// The latest event batch of each thread (M) in the current generation,
+/// copied and not yet timed. Within a generation Go flushes an M's batches in
+/// time order and stamps each no later than its first event, so once M's
+/// next batch arrives the earlier one cannot hold the window's last event:
+/// it is dropped without being decoded. A busy window thus decodes one batch
+/// per M and generation instead of all of them. For bytes that break that
+/// order (never Go's) the span may come out shorter, but the same for any
+/// chunking, since only the order of batches decides.
+#[derive(Default)]
+struct Untimed {
+    /// Oldest first.
+    batches: Vec<UntimedBatch>,
+    /// Emptied copies, kept for their allocations.
+    spare: Vec<Vec<u8>>,
+}
+
+struct UntimedBatch {
+    m: u64,
+    ts: u64,
+    body: Vec<u8>,
+}
+
+impl Untimed {
+    /// Holds a copy of `body` as M's latest batch, in place of its previous
+    /// one; times the oldest batch into `info` when [`MAX_UNTIMED`] are held.
+    fn hold(&mut self, m: u64, ts: u64, body: &[u8], info: &mut TraceInfo) {
+        let mut held = match self.batches.iter().position(|b| b.m == m) {
+            Some(i) => self.batches.remove(i),
+            None => {
+                if self.batches.len() >= MAX_UNTIMED {
+                    let oldest = self.batches.remove(0);
+                    note_last_ts(info, last_event_ts(oldest.ts, &oldest.body));
+                    self.spare.push(oldest.body);
+                }
+                UntimedBatch {
+                    m,
+                    ts,
+                    body: self.spare.pop().unwrap_or_default(),
+                }
             }
+        };
+        held.ts = ts;
+        held.body.clear();
+        // Exact, so that no copy grows past Go's 64 KiB batch size.
+        held.body.reserve_exact(body.len());
+        held.body.extend_from_slice(body);
+        self.batches.push(held);
+    }
+
+    /// Folds what is held into `info`, as if its generation ended now.
+    fn time(&self, info: &mut TraceInfo) {
+        for b in &self.batches {
+            note_last_ts(info, last_event_ts(b.ts, &b.body));
         }
+    }
+
+    /// Times what is held and lets it go: its generation ended.
+    fn time_all(&mut self, info: &mut TraceInfo) {
+        self.time(info);
+        self.spare.extend(self.batches.drain(..).map(|b| b.body));
     }
 }
 
@@ -1220,17 +1316,181 @@ mod tests {
         start.first_ts = Some(500);
         start.last_ts = Some(600);
         for (ts, body) in &bodies {
-            let batch = Batch {
-                gen: 1,
-                ts: *ts,
-                experimental: false,
-                body,
-            };
-            let (mut fast, mut eager) = (start.clone(), start.clone());
-            time_batch(&mut fast, &batch);
-            eager_time_batch(&mut eager, &batch);
-            assert_eq!(fast, eager, "ts {ts}, body {}", hex::encode(body));
+            // Timed at once, and held then timed.
+            for m in [NO_THREAD, 7] {
+                let batch = Batch {
+                    gen: 1,
+                    m,
+                    ts: *ts,
+                    experimental: false,
+                    body,
+                };
+                let (mut fast, mut eager) = (start.clone(), start.clone());
+                let mut untimed = Untimed::default();
+                time_batch(&mut fast, &mut untimed, &batch);
+                untimed.time_all(&mut fast);
+                eager_time_batch(&mut eager, &batch);
+                assert_eq!(fast, eager, "M {m}, ts {ts}, body {}", hex::encode(body));
+            }
         }
+    }
+
+    /// What the eager decoder finds in the whole batches of `data`:
+    /// batches, freq, first_ts, last_ts, clock.
+    fn eager_span(data: &[u8]) -> (u32, Option<u64>, Option<u64>, Option<u64>, Option<ClockSnapshot>) {
+        let mut info = Walker::new().info;
+        for start in batch_starts(data) {
+            let mut cur = Cursor { data, pos: start };
+            if let Ok(Some(batch)) = read_batch(&mut cur) {
+                info.batches += 1;
+                eager_time_batch(&mut info, &batch);
+            }
+        }
+        (info.batches, info.freq, info.first_ts, info.last_ts, info.clock)
+    }
+
+    fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// `data` with each event batch of a thread cut into batches of at most
+    /// `events` events, each stamped with the time of the event before it, as
+    /// Go stamps a new batch: no later than its first event. With `own_m`
+    /// every piece gets an M of its own, so that none replaces another. The
+    /// global event batches (goroutine statuses, flushed last) are left out:
+    /// the threads' batches then hold each generation's last event.
+    fn split_batches(data: &[u8], events: usize, own_m: bool) -> Vec<u8> {
+        let mut out = data[..HEADER_LEN].to_vec();
+        for start in batch_starts(data) {
+            let mut cur = Cursor { data, pos: start };
+            let batch = match read_batch(&mut cur) {
+                Ok(Some(b)) if !b.experimental && EVENT_ARGS[usize::from(b.body[0])] > 0 => b,
+                // Other batches and the end-of-generation byte.
+                _ => {
+                    out.extend_from_slice(&data[start..cur.pos.max(start + 1)]);
+                    continue;
+                }
+            };
+            if batch.m == NO_THREAD {
+                continue;
+            }
+            let body = batch.body;
+            let (mut pieces, mut from, mut from_ts) = (Vec::new(), 0, batch.ts);
+            let (mut pos, mut ts, mut count) = (0, batch.ts, 0);
+            while pos < body.len() {
+                if count == events {
+                    pieces.push((from_ts, &body[from..pos]));
+                    (from, from_ts, count) = (pos, ts, 0);
+                }
+                let n = EVENT_ARGS[usize::from(body[pos])];
+                let (delta, next) = args_slow(body, pos + 1, n).expect("a real event");
+                (pos, ts, count) = (next, ts + delta, count + 1);
+            }
+            pieces.push((from_ts, &body[from..]));
+            for (i, (ts, piece)) in pieces.into_iter().enumerate() {
+                out.push(EV_EVENT_BATCH);
+                let m = if own_m { batch.m * 1000 + i as u64 } else { batch.m };
+                for v in [batch.gen, m, ts, piece.len() as u64] {
+                    put_uvarint(&mut out, v);
+                }
+                out.extend_from_slice(piece);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_cut_times_as_the_eager_decoder_times_it() {
+        for (name, _, _) in V2 {
+            let data = fixture(name);
+            let (batches, .., last_global, _) = eager_span(&data);
+            // The fixtures hold one batch per M and generation; cut into many,
+            // later batches replace earlier ones, or (each on its own M) the
+            // number held passes MAX_UNTIMED.
+            for (events, own_m) in [(0, false), (100, false), (7, false), (40, true)] {
+                let data = if events == 0 {
+                    data.clone()
+                } else {
+                    split_batches(&data, events, own_m)
+                };
+                let (n, freq, first, last, clock) = eager_span(&data);
+                if events > 0 {
+                    assert!(n > batches + 2, "{name}: split into {n} batches");
+                    assert!(last < last_global, "{name}: the last event is a thread's");
+                }
+                let whole = inspect(&data).expect("valid");
+                assert_eq!(
+                    (
+                        whole.batches,
+                        whole.freq,
+                        whole.first_ts,
+                        whole.last_ts,
+                        whole.clock
+                    ),
+                    (n, freq, first, last, clock),
+                    "{name} split {events}"
+                );
+                // Cuts spread over a few MB of walking per variant (it is all
+                // quadratic), and each side of up to 30 batch boundaries.
+                let step = (data.len() / (1_500_000 / data.len()).clamp(20, 300)) | 1;
+                let mut cuts: Vec<usize> = (HEADER_LEN..data.len()).step_by(step).collect();
+                let starts = batch_starts(&data);
+                for &b in starts.iter().step_by((starts.len() / 30).max(1)) {
+                    cuts.extend([(b - 1).max(HEADER_LEN), b, b + 1]);
+                }
+                for cut in cuts {
+                    let part = &data[..cut];
+                    let info = inspect(part).expect("a cut trace walks");
+                    assert_eq!(
+                        (info.batches, info.freq, info.first_ts, info.last_ts, info.clock),
+                        eager_span(part),
+                        "{name} split {events}, cut at {cut}"
+                    );
+                    if let Ok((keep, kept)) = keepable(part, false) {
+                        assert_eq!(
+                            (kept.batches, kept.freq, kept.first_ts, kept.last_ts, kept.clock),
+                            eager_span(&data[..keep]),
+                            "{name} split {events}, cut at {cut}, kept {keep}"
+                        );
+                    }
+                }
+                for chunk in [1, 7, 4096] {
+                    let mut w = Walker::new();
+                    for piece in data.chunks(chunk) {
+                        w.feed(piece).expect("valid");
+                    }
+                    assert_eq!(
+                        w.info().as_ref(),
+                        Ok(&whole),
+                        "{name} split {events}, {chunk}-byte chunks"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_m_batch_followed_by_the_next_of_its_m_is_never_decoded() {
+        // Two batches of M 5 in generation 1, each one GoDestroy (17, whose
+        // only argument is the time delta): 100 ticks after the first
+        // batch's stamp, then 1 tick after the second's, which ends earlier.
+        // Go never writes that order, so the first batch cannot matter: it
+        // is dropped unread.
+        let mut data = b"go 1.26 trace\0\0\0".to_vec();
+        data.extend_from_slice(&[EV_EVENT_BATCH, 1, 5, 50, 2, 17, 100]);
+        data.extend_from_slice(&[EV_EVENT_BATCH, 1, 5, 60, 2, 17, 1]);
+        let info = inspect(&data).expect("valid");
+        assert_eq!((info.first_ts, info.last_ts), (Some(50), Some(61)));
+        // On different Ms, or in different generations, both count.
+        data[HEADER_LEN + 2] = 4;
+        assert_eq!(inspect(&data).expect("valid").last_ts, Some(150));
+        data[HEADER_LEN + 2] = 5;
+        data[HEADER_LEN + 8] = 2;
+        assert_eq!(inspect(&data).expect("valid").last_ts, Some(150));
     }
 
     #[test]
