@@ -415,6 +415,10 @@ impl Collector {
     }
 }
 
+/// How long a finished window waits before it is processed: longer than a
+/// Go service takes to stop one trace and start the next.
+const SETTLE: Duration = Duration::from_millis(20);
+
 /// The shortest window the agent shortens to after WriteTimeout refusals.
 const MIN_WINDOW: Duration = Duration::from_millis(250);
 
@@ -509,6 +513,15 @@ struct Processor {
 impl Processor {
     async fn run(mut self, mut rx: mpsc::Receiver<Captured>) {
         while let Some(c) = rx.recv().await {
+            // The window just ended and the next request is on its way: the
+            // target is stopping one trace and starting the next, both with
+            // a stop-the-world. Finishing this window (compressing its last
+            // block) at that moment takes CPU the target needs then, and
+            // widens the gap between windows (measured: median 3.3-4.1 ms
+            // with zstd against 2.2 ms without compression). So it waits.
+            if c.truncation.is_none() {
+                tokio::time::sleep(SETTLE).await;
+            }
             let received = c.walker.received() as u64;
             match build_window(self.name.clone(), self.compression, c).await {
                 Ok((w, reserved)) => self.keep(Arc::new(w), reserved, received),
