@@ -26,9 +26,19 @@ struct Report {
     quick: bool,
     json: serde_json::Map<String, Value>,
     md: String,
+    /// Broken invariants (not slow figures): the run fails on them at the
+    /// end, after every figure is written.
+    broken: Vec<String>,
 }
 
 impl Report {
+    fn check(&mut self, ok: bool, what: String) {
+        if !ok {
+            println!("BROKEN: {what}");
+            self.broken.push(what);
+        }
+    }
+
     fn section(&mut self, name: &str, title: &str, intro: &str) {
         println!("\n== {title}");
         let _ = write!(self.md, "\n## {title}\n\n{intro}\n\n");
@@ -446,6 +456,13 @@ fn coverage(r: &mut Report, tmp: &Path) {
             ("curl keep-alive", Timeline::of(&kept.files())),
         ];
         for (client, t) in &results {
+            r.check(
+                t.invalid == 0 && t.windows >= n,
+                format!(
+                    "coverage {secs}s {client}: {} windows, {} rejected by Go's parser",
+                    t.windows, t.invalid
+                ),
+            );
             r.put("coverage", &format!("{secs}s/{client}"), t.json());
             rows.push(t.row(&format!("{secs} s"), client));
         }
@@ -919,6 +936,17 @@ fn scale(r: &mut Report, tmp: &Path) {
             ],
         ],
     );
+    r.check(
+        ring_n <= (4u64 << 20) as f64,
+        format!("scale: the rings held {ring_n} bytes, over the 4 MiB budget"),
+    );
+    r.check(
+        ids.len() == n && rejected == 0,
+        format!(
+            "scale: {} bundles for {n} targets, {rejected} windows rejected by Go's parser",
+            ids.len()
+        ),
+    );
     r.note(&format!(
         "Global budget 4 MiB: the most the rings held at any sample was {:.2} MiB ({} evictions by \
          `global_budget`). One `POST /v1/snapshots` for all {n} targets: {} bundles durable in \
@@ -1109,6 +1137,10 @@ fn memory(r: &mut Report, _tmp: &Path) {
         agent.snapshot("mem", "bench: memory");
         let hwm_snap = status_mb(pid, "VmHWM");
         let budget = (mib << 20) as f64 / 1e6;
+        r.check(
+            max_ring <= (mib << 20) as f64,
+            format!("memory {compression}/{mib}MiB: the ring held {max_ring} bytes, over its budget"),
+        );
         r.put(
             "memory",
             &format!("{compression}/{mib}MiB"),
@@ -1182,6 +1214,7 @@ fn bench() {
     let mut r = Report {
         quick,
         json: serde_json::Map::new(),
+        broken: Vec::new(),
         md: format!(
             "# flightrec benchmarks\n\n{} on {} ({} CPUs, {}), kernel {}, {}, {}; commit {}, agent {}.{}\n",
             m["date"].as_str().unwrap_or(""),
@@ -1226,4 +1259,5 @@ fn bench() {
         }
     }
     println!("\nbench: report in {}", out.join("report.md").display());
+    assert!(r.broken.is_empty(), "broken invariants: {:#?}", r.broken);
 }
