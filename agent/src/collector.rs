@@ -367,6 +367,7 @@ impl Collector {
                 } else {
                     let evicted = reservation.grow_to(builder.stored_len() as u64);
                     events::evicted(&self.metrics, &evicted);
+                    builder.reuse(evicted.into_iter().map(|(w, _)| w).collect());
                 }
             }
             if capped {

@@ -5,6 +5,7 @@
 //! held whole: memory in flight is a block or two, plus compressed blocks the
 //! ring has already reserved room for.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,6 +85,15 @@ pub struct Window {
     pub compression: Compression,
 }
 
+impl Drop for Window {
+    fn drop(&mut self) {
+        // Raw blocks go back to the pool; compressed ones are too small to take.
+        for block in self.stored.drain(..) {
+            give_back(block);
+        }
+    }
+}
+
 impl Window {
     pub fn is_complete(&self) -> bool {
         self.truncation.is_none()
@@ -133,10 +143,7 @@ impl Window {
         for block in &self.stored {
             match self.compression {
                 Compression::None => out.write_all(block)?,
-                Compression::Zstd => {
-                    let mut dec = zstd::stream::read::Decoder::with_buffer(&block[..])?;
-                    io::copy(&mut dec, out)?;
-                }
+                Compression::Zstd => decompress(block, |raw| out.write_all(raw))?,
             }
         }
         Ok(())
@@ -156,10 +163,72 @@ pub struct Span {
 /// trace, small enough that a few blocks in flight cost little memory.
 pub const BLOCK: usize = 1 << 20;
 
+thread_local! {
+    /// One zstd context per thread. A new context for every block allocated
+    /// and faulted in its tables each time: about a third of the cost of
+    /// compressing.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// A decompression context and a block's worth of output buffer per thread.
+    static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
 /// Compresses one block. Level 1: the ring holds data for a minute, so speed
 /// matters more than the last few percent of ratio.
 pub fn compress(raw: &[u8]) -> io::Result<Bytes> {
-    zstd::bulk::compress(raw, 1).map(Bytes::from)
+    COMPRESSOR.with_borrow_mut(|c| {
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(1)?),
+        };
+        let mut out = c.compress(raw)?;
+        // The output buffer was sized for the worst case, a whole block.
+        out.shrink_to_fit();
+        Ok(Bytes::from(out))
+    })
+}
+
+/// Decompresses one block (at most [`BLOCK`] bytes) and hands it to `f`.
+fn decompress<T>(block: &[u8], f: impl FnOnce(&[u8]) -> io::Result<T>) -> io::Result<T> {
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        let (d, buf) = match d {
+            Some(d) => d,
+            None => d.insert((zstd::bulk::Decompressor::new()?, Vec::with_capacity(BLOCK))),
+        };
+        buf.clear();
+        d.decompress_to_buffer(block, buf)?;
+        f(buf)
+    })
+}
+
+/// Raw blocks handed back by windows that left memory and by blocks once
+/// compressed, so the next blocks reuse memory that is already mapped: a
+/// fresh 1 MiB block costs 256 page faults, each a zeroed page, which was
+/// the largest cost of recording without compression. Process-wide, like the
+/// allocator it stands in front of; at most [`POOL_BLOCKS`] blocks.
+static POOL: parking_lot::Mutex<Vec<BytesMut>> = parking_lot::const_mutex(Vec::new());
+const POOL_BLOCKS: usize = 8;
+
+fn take_block() -> BytesMut {
+    POOL.lock()
+        .pop()
+        .unwrap_or_else(|| BytesMut::with_capacity(BLOCK))
+}
+
+fn recycle(mut block: BytesMut) {
+    if block.capacity() >= BLOCK {
+        block.clear();
+        let mut free = POOL.lock();
+        if free.len() < POOL_BLOCKS {
+            free.push(block);
+        }
+    }
+}
+
+/// Gives a block's memory back to the pool if nothing else holds it.
+fn give_back(block: Bytes) {
+    if let Ok(m) = block.try_into_mut() {
+        recycle(m);
+    }
 }
 
 enum Block {
@@ -174,6 +243,9 @@ pub struct Builder {
     /// Sealed blocks in stream order, each with its raw length.
     sealed: Vec<(Block, usize)>,
     raw_len: usize,
+    /// Raw blocks of windows evicted to make room for this one, used before
+    /// any new memory.
+    spare: Vec<BytesMut>,
 }
 
 impl Builder {
@@ -183,6 +255,26 @@ impl Builder {
             open: BytesMut::new(),
             sealed: Vec::new(),
             raw_len: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes the raw blocks of windows evicted to make room for this one.
+    /// Without compression a full ring evicts a whole window at a time, far
+    /// more than the pool keeps; reusing them here means a full ring records
+    /// into memory it already has instead of faulting in new pages (which
+    /// was a third of the agent's CPU at 20 MB/s). They stay within the
+    /// budget: they are the room just freed, which this window fills again.
+    pub fn reuse(&mut self, evicted: Vec<Arc<Window>>) {
+        for w in evicted {
+            if let Ok(mut w) = Arc::try_unwrap(w) {
+                for block in w.stored.drain(..) {
+                    match block.try_into_mut() {
+                        Ok(m) if m.capacity() >= BLOCK => self.spare.push(m),
+                        _ => {}
+                    }
+                }
+            }
         }
     }
 
@@ -191,7 +283,13 @@ impl Builder {
         self.raw_len += data.len();
         while !data.is_empty() {
             if self.open.capacity() == 0 {
-                self.open.reserve(BLOCK);
+                self.open = match self.spare.pop() {
+                    Some(mut b) => {
+                        b.clear();
+                        b
+                    }
+                    None => take_block(),
+                };
             }
             let take = (BLOCK - self.open.len()).min(data.len());
             self.open.extend_from_slice(&data[..take]);
@@ -207,11 +305,26 @@ impl Builder {
         if self.open.is_empty() {
             return;
         }
-        let raw = self.open.split().freeze();
-        let len = raw.len();
+        let open = std::mem::take(&mut self.open);
+        let len = open.len();
         let block = match self.compression {
-            Compression::None => Block::Ready(raw),
-            Compression::Zstd => Block::Compressing(tokio::task::spawn_blocking(move || compress(&raw))),
+            // A short last block would hold a whole block's memory in the
+            // ring (all of it resident, if it came from the pool): keep a
+            // copy of just its bytes.
+            Compression::None if len < BLOCK / 2 => {
+                let exact = Bytes::copy_from_slice(&open);
+                recycle(open);
+                Block::Ready(exact)
+            }
+            Compression::None => Block::Ready(open.freeze()),
+            Compression::Zstd => {
+                let raw = open.freeze();
+                Block::Compressing(tokio::task::spawn_blocking(move || {
+                    let out = compress(&raw);
+                    give_back(raw);
+                    out
+                }))
+            }
         };
         self.sealed.push((block, len));
     }
@@ -261,6 +374,9 @@ impl Builder {
     /// Waits for every block and cuts the stream to its first `keep` bytes.
     pub async fn finish(mut self, keep: usize) -> io::Result<Vec<Bytes>> {
         self.seal();
+        for b in self.spare.drain(..) {
+            recycle(b);
+        }
         let compression = self.compression;
         let mut out = Vec::with_capacity(self.sealed.len());
         let mut start = 0usize;
@@ -281,8 +397,7 @@ impl Builder {
                     // Rare (a cut stream): decompress the one block the cut
                     // falls in and store its kept part compressed again.
                     Compression::Zstd => tokio::task::spawn_blocking(move || {
-                        let raw = zstd::bulk::decompress(&bytes, BLOCK)?;
-                        compress(&raw[..part.min(raw.len())])
+                        decompress(&bytes, |raw| compress(&raw[..part.min(raw.len())]))
                     })
                     .await
                     .map_err(io::Error::other)??,
@@ -350,6 +465,64 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_evicted_window_s_blocks_are_recorded_into_unless_a_snapshot_holds_it() {
+        let data = sample(3 * BLOCK);
+        let evicted = || async {
+            let mut b = Builder::new(Compression::None);
+            b.push(&data);
+            let w = Window {
+                target: "t".into(),
+                seq: 1,
+                requested_at: SystemTime::now(),
+                received_at: SystemTime::now(),
+                info: crate::trace_format::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+                truncation: None,
+                trimmed_bytes: 0,
+                raw_len: data.len() as u64,
+                stored: b.finish(data.len()).await.expect("finish"),
+                compression: Compression::None,
+            };
+            Arc::new(w)
+        };
+        let mut next = Builder::new(Compression::None);
+        next.reuse(vec![evicted().await]);
+        assert_eq!(next.spare.len(), 3);
+        next.push(&data[..BLOCK + 10]);
+        assert_eq!(next.spare.len(), 1, "two blocks taken from the evicted window");
+        let blocks = next.finish(BLOCK + 10).await.expect("finish");
+        assert_eq!(unpack(Compression::None, blocks), data[..BLOCK + 10]);
+
+        // A snapshot still holding the window keeps its bytes intact.
+        let held = evicted().await;
+        let snapshot = held.clone();
+        let mut next = Builder::new(Compression::None);
+        next.reuse(vec![held]);
+        assert!(next.spare.is_empty());
+        let mut copy = Vec::new();
+        snapshot.write_trace(&mut copy).expect("write");
+        assert_eq!(copy, data);
+    }
+
+    #[test]
+    fn the_block_pool_is_bounded_and_never_takes_memory_still_in_use() {
+        let live = Bytes::from(vec![7u8; BLOCK]);
+        let kept = live.clone();
+        give_back(live);
+        for _ in 0..3 * POOL_BLOCKS {
+            recycle(BytesMut::with_capacity(BLOCK));
+        }
+        assert!(POOL.lock().len() <= POOL_BLOCKS);
+        let mut taken: Vec<BytesMut> = (0..POOL_BLOCKS + 1).map(|_| take_block()).collect();
+        for b in &mut taken {
+            b.extend_from_slice(&[0u8; 4096]);
+        }
+        assert!(
+            kept.iter().all(|b| *b == 7),
+            "a block still referenced was reused"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
