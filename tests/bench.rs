@@ -971,11 +971,9 @@ fn since(a: SystemTime, b: SystemTime) -> f64 {
 }
 
 fn trigger(r: &mut Report, tmp: &Path) {
-    let (load, rings): (&Load, &[u64]) = if r.quick {
-        (&FIVE_MB, &[10, 40])
-    } else {
-        (&TWENTY_MB, &[10, 200])
-    };
+    // 1 s windows of ~5 MB: a 10 MiB ring holds two of them.
+    let load = &FIVE_MB;
+    let rings: &[u64] = if r.quick { &[10, 40] } else { &[10, 200] };
     r.section(
         "trigger",
         "Trigger to bundle",
@@ -1014,14 +1012,18 @@ fn trigger(r: &mut Report, tmp: &Path) {
             ),
             &env,
         );
-        let full = (mib << 20) as f64 * 0.9;
-        wait_for(&format!("a {mib} MiB ring"), Duration::from_secs(300), || {
-            (agent
-                .metric("flightrec_ring_bytes", &[("target", "trig")])
-                .unwrap_or(0.0)
-                >= full)
-                .then_some(())
-        });
+        // Full: the ring has begun to evict to stay within its bytes.
+        wait_for(
+            &format!("a full {mib} MiB ring"),
+            Duration::from_secs(300),
+            || {
+                let evicted = agent.metric(
+                    "flightrec_ring_evictions_total",
+                    &[("target", "trig"), ("reason", "max_bytes")],
+                );
+                (evicted.unwrap_or(0.0) > 0.0).then_some(())
+            },
+        );
         let mut writes = Vec::new();
         let mut totals = Vec::new();
         let mut uploads = Vec::new();
