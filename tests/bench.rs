@@ -425,8 +425,8 @@ fn coverage(r: &mut Report, tmp: &Path) {
          last, and a gap is the time between one window's last event and the next one's first.",
     );
     let mut rows = Vec::new();
-    for (secs, full_n) in [(1u64, 60usize), (5, 24), (10, 12)] {
-        let n = r.scale(full_n as u64, 4) as usize;
+    for (secs, full_n, quick_n) in [(1u64, 60u64, 3u64), (5, 24, 2), (10, 12, 2)] {
+        let n = r.scale(full_n, quick_n) as usize;
         let window = Duration::from_secs(secs);
         let fx: Vec<GoService> = (0..3).map(|_| GoService::start("fixture", ONE_MB.args)).collect();
         let agent = start_agent(&format!(
@@ -569,7 +569,12 @@ fn cost(r: &mut Report, tmp: &Path) {
     );
     let windows = r.scale(4, 1);
     let mut rows = Vec::new();
-    for load in [IDLE, ONE_MB, FIVE_MB, TWENTY_MB] {
+    let loads = if r.quick {
+        vec![IDLE, FIVE_MB]
+    } else {
+        vec![IDLE, ONE_MB, FIVE_MB, TWENTY_MB]
+    };
+    for load in loads {
         let fx = GoService::start("fixture", load.args);
         let runs = [
             agent_cost(&fx.url, "none", windows),
@@ -817,7 +822,7 @@ fn scale(r: &mut Report, tmp: &Path) {
     let fx: Vec<GoService> = (0..n)
         .map(|_| GoService::start("fixture", &["-pairs", "1", "-rate", "100"]))
         .collect();
-    let secs = r.scale(30, 10);
+    let secs = r.scale(30, 5);
     let run = |count: usize| -> (f64, f64, f64, f64, f64, Agent) {
         let mut cfg = String::from("[ring]\nmax_bytes = \"4MiB\"\n");
         for (i, s) in fx.iter().take(count).enumerate() {
@@ -1110,7 +1115,7 @@ fn memory(r: &mut Report, _tmp: &Path) {
          taken: while it is written the windows it froze stay in memory even if the ring \
          evicts them, so that peak is reported apart.",
     );
-    let secs = r.scale(60, 15);
+    let secs = r.scale(60, 8);
     let fx = GoService::start("fixture", TWENTY_MB.args);
     let mut rows = Vec::new();
     for (compression, mib) in [("none", 64u64), ("none", 256), ("zstd", 64)] {
