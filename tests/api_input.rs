@@ -482,10 +482,14 @@ fn a_flood_of_concurrent_requests_gets_answers_or_a_bounded_503_and_recording_go
             s
         })
         .collect();
-    let refused = wait_for("a 503 while every place is held", Duration::from_secs(10), || {
-        let a = raw(&agent.api, get("/v1/targets"));
-        (a.status == 503).then_some(a)
+    // Probe only once the agent has taken every place: a probe racing the
+    // last holders would take a place itself and leave one holder refused.
+    let full = flightrec::api::MAX_API_REQUESTS as f64;
+    wait_for("every place held", Duration::from_secs(20), || {
+        (agent.metric("flightrec_api_requests_in_flight", &[]) == Some(full)).then_some(())
     });
+    let refused = raw(&agent.api, get("/v1/targets"));
+    assert_eq!(refused.status, 503, "{}", refused.reason());
     assert!(
         refused.reason().contains("API requests in flight"),
         "{}",
@@ -496,9 +500,10 @@ fn a_flood_of_concurrent_requests_gets_answers_or_a_bounded_503_and_recording_go
     assert_eq!(raw(&agent.api, get("/readyz")).status, 200);
     assert_eq!(raw(&agent.api, get("/metrics")).status, 200);
     drop(holders);
-    wait_for("the API to answer again", Duration::from_secs(10), || {
-        (raw(&agent.api, get("/v1/targets")).status == 200).then_some(())
+    wait_for("every place given back", Duration::from_secs(20), || {
+        (agent.metric("flightrec_api_requests_in_flight", &[]) == Some(0.0)).then_some(())
     });
+    assert_eq!(raw(&agent.api, get("/v1/targets")).status, 200);
     assert!(
         agent
             .metric(

@@ -55,7 +55,10 @@ const API_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.server.max_body as usize;
-    let in_flight = Arc::new(Semaphore::new(MAX_API_REQUESTS));
+    let in_flight = InFlight {
+        permits: Arc::new(Semaphore::new(MAX_API_REQUESTS)),
+        metrics: state.metrics.clone(),
+    };
     let api = Router::new()
         .route("/v1/targets", get(targets))
         .route("/v1/snapshots", get(list_snapshots).post(create_snapshot))
@@ -81,8 +84,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn limit_in_flight(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
-    let Ok(permit) = permits.try_acquire_owned() else {
+/// The places for `/v1/*` requests, and the gauge that shows them taken.
+#[derive(Clone)]
+struct InFlight {
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// A taken place: counted in the gauge until dropped, also when the client
+/// goes away and the request future is dropped mid-way.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.metrics.api_in_flight.dec();
+    }
+}
+
+async fn limit_in_flight(State(places): State<InFlight>, req: Request, next: Next) -> Response {
+    let Ok(permit) = places.permits.try_acquire_owned() else {
         let mut r = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("more than {MAX_API_REQUESTS} API requests in flight; retry in a moment"),
@@ -91,6 +114,11 @@ async fn limit_in_flight(State(permits): State<Arc<Semaphore>>, req: Request, ne
         r.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return r;
+    };
+    places.metrics.api_in_flight.inc();
+    let place = Place {
+        _permit: permit,
+        metrics: places.metrics,
     };
     let response = match tokio::time::timeout(API_REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
@@ -103,7 +131,7 @@ async fn limit_in_flight(State(permits): State<Arc<Semaphore>>, req: Request, ne
         )
         .into_response(),
     };
-    drop(permit);
+    drop(place);
     response
 }
 

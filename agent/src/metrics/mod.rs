@@ -159,6 +159,8 @@ pub struct Metrics {
     pub circuit_opened: Family<SinkLabels, Counter>,
     /// API requests answered 4xx/5xx, by route and status.
     pub api_errors: Family<EndpointStatus, Counter>,
+    /// `/v1/*` requests being handled now (at most `api::MAX_API_REQUESTS`).
+    pub api_in_flight: Gauge,
 }
 
 impl Metrics {
@@ -204,6 +206,7 @@ impl Metrics {
             circuit_open: Family::default(),
             circuit_opened: Family::default(),
             api_errors: Family::default(),
+            api_in_flight: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -413,6 +416,11 @@ impl Metrics {
             "api_errors",
             "API requests answered with a 4xx or 5xx status, by route and status",
             m.api_errors.clone(),
+        );
+        registry.register(
+            "api_requests_in_flight",
+            "API requests being handled now; at the limit, more are answered 503",
+            m.api_in_flight.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }
