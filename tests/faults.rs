@@ -156,8 +156,10 @@ fn partial_ids(spool: &Path) -> Vec<String> {
 fn a_target_down_at_start_is_retried_with_backoff_and_recorded_once_it_comes_up() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let agent = Agent::start(&config(&target("late", &url, "backoff_max = \"2s\""), ""));
+    // The clock starts before the agent does: its first attempts may come
+    // before it answers on the API, and the bound must count them.
     let started = Instant::now();
+    let agent = Agent::start(&config(&target("late", &url, "backoff_max = \"2s\""), ""));
     wait_for("connect errors", Duration::from_secs(15), || {
         (errors(&agent, "late", "connect") >= 3.0).then_some(())
     });
@@ -589,6 +591,9 @@ fn an_unresolvable_target_is_a_connect_error_backed_off_and_dns_never_leaves_loo
         target("healthy", &healthy.url, ""),
     ]
     .concat();
+    // Before the agent starts: its first lookups may come before it answers
+    // on the API, and the bound must count them.
+    let started = Instant::now();
     let agent = Agent::start_wrapped(
         &config(&targets, ""),
         &[],
@@ -603,7 +608,6 @@ fn an_unresolvable_target_is_a_connect_error_backed_off_and_dns_never_leaves_loo
             &resolv_arg,
         ],
     );
-    let started = Instant::now();
     wait_for("DNS failures", Duration::from_secs(15), || {
         (errors(&agent, "nowhere", "connect") >= 3.0).then_some(())
     });
