@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ring::coverage;
-use crate::trace_format;
 use crate::window::{Span, Window};
 
 pub const MANIFEST_JSON: &str = "manifest.json";
@@ -344,7 +343,7 @@ pub struct FileFacts {
 /// Reads a file to its end, hashing it.
 pub fn facts(mut r: impl Read) -> io::Result<FileFacts> {
     let mut hasher = Sha256::new();
-    let mut head = Vec::with_capacity(trace_format::HEADER_LEN);
+    let mut head = Vec::with_capacity(gotrace::HEADER_LEN);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -352,8 +351,8 @@ pub fn facts(mut r: impl Read) -> io::Result<FileFacts> {
         if n == 0 {
             break;
         }
-        if head.len() < trace_format::HEADER_LEN {
-            let take = (trace_format::HEADER_LEN - head.len()).min(n);
+        if head.len() < gotrace::HEADER_LEN {
+            let take = (gotrace::HEADER_LEN - head.len()).min(n);
             head.extend_from_slice(&buf[..take]);
         }
         hasher.update(&buf[..n]);
@@ -416,7 +415,7 @@ fn check_window(w: &WindowEntry, f: &FileFacts) -> Result<(), String> {
     if f.sha256 != w.sha256 {
         return Err(format!("sha256 is {}, manifest says {}", f.sha256, w.sha256));
     }
-    trace_format::check_header(&f.head).map_err(|e| e.to_string())?;
+    gotrace::check_header(&f.head).map_err(|e| e.to_string())?;
     Ok(())
 }
 

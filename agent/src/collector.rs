@@ -21,8 +21,8 @@ use crate::events::{self, WindowError};
 use crate::metrics::Metrics;
 use crate::ring::Rings;
 use crate::tls::ExtraRoots;
-use crate::trace_format::{FormatError, Walker};
 use crate::window::{Builder, Truncation, Window};
+use gotrace::{FormatError, Walker};
 
 /// Largest error body read from a target (500 / 400 answers).
 const MAX_ERROR_BODY: usize = 4096;

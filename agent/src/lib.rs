@@ -21,7 +21,6 @@ pub mod snapshot;
 pub mod spool;
 pub mod systemd;
 pub mod tls;
-pub mod trace_format;
 pub mod trigger;
 pub mod units;
 pub mod window;

@@ -368,8 +368,8 @@ pub fn coverage(windows: impl Iterator<Item = Span> + Clone) -> Option<Coverage>
 mod tests {
     use super::*;
     use crate::config::{Compression, Target};
-    use crate::trace_format::{GoVersion, TraceInfo};
     use bytes::Bytes;
+    use gotrace::{GoVersion, TraceInfo};
 
     fn target(name: &str, max_windows: usize, max_bytes: u64, max_age: Duration) -> Target {
         let mut t = crate::config::load(None, &std::collections::BTreeMap::new())

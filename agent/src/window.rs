@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 
 use crate::config::Compression;
-use crate::trace_format::TraceInfo;
+use gotrace::TraceInfo;
 
 /// Why a window's stream ended before the target finished it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,7 +431,7 @@ mod tests {
             seq: 1,
             requested_at: SystemTime::now(),
             received_at: SystemTime::now(),
-            info: crate::trace_format::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+            info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
             truncation: None,
             trimmed_bytes: 0,
             raw_len: 0,
@@ -478,7 +478,7 @@ mod tests {
                 seq: 1,
                 requested_at: SystemTime::now(),
                 received_at: SystemTime::now(),
-                info: crate::trace_format::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+                info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
                 truncation: None,
                 trimmed_bytes: 0,
                 raw_len: data.len() as u64,

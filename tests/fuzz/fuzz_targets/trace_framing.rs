@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use flightrec::trace_format::{self, FormatError, TraceInfo, Walker, HEADER_LEN};
+use gotrace::{FormatError, TraceInfo, Walker, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// FNV-1a: a split pattern that follows the input, so mutating the input
@@ -35,7 +35,7 @@ fn same(a: &Result<TraceInfo, FormatError>, b: &Result<TraceInfo, FormatError>) 
 }
 
 fuzz_target!(|data: &[u8]| {
-    let whole = trace_format::inspect(data);
+    let whole = gotrace::inspect(data);
 
     let mut walker = Walker::new();
     let mut rng = seed(data);
@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     for stream_complete in [true, false] {
-        let keep = trace_format::keepable(data, stream_complete);
+        let keep = gotrace::keepable(data, stream_complete);
         if fed.is_ok() {
             assert_eq!(
                 keep,
@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
         }
         // A trimmed window must be a clean trace on its own: that is what
         // the agent writes into bundles.
-        let again = trace_format::inspect(&data[..len]).expect("the kept prefix is a trace");
+        let again = gotrace::inspect(&data[..len]).expect("the kept prefix is a trace");
         assert!(again.ends_cleanly, "the kept prefix ends inside a batch");
         assert_eq!(
             (

@@ -1,8 +1,8 @@
-//! Walks trace files with `trace_format::Walker` in 16 and 64 KiB chunks, as the
+//! Walks trace files with `gotrace::Walker` in 16 and 64 KiB chunks, as the
 //! collector feeds network chunks, and prints the walker's throughput.
 //!
 //! ```sh
-//! cargo run --release -p flightrec --example walk_bench [MB] [FILE...]
+//! cargo run --release -p gotrace --example walk_bench [MB] [FILE...]
 //! ```
 //!
 //! Each file is walked whole, over and over, until about `MB` megabytes
@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use flightrec::trace_format::Walker;
+use gotrace::Walker;
 
 const CHUNKS: [usize; 2] = [16 << 10, 64 << 10];
 
@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let mut files: Vec<PathBuf> = args.map(PathBuf::from).collect();
     if files.is_empty() {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/traces");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata");
         files = vec![dir.join("go1.26-busy.trace"), dir.join("go1.26.trace")];
     }
     for path in &files {

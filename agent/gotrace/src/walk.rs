@@ -1,4 +1,4 @@
-//! Validates one Go execution trace window by walking its header and batch framing.
+//! Validates one trace window by walking its batch framing as it streams in.
 //!
 //! No event is interpreted beyond its timestamp: the walk checks that the bytes
 //! are a Go trace, finds where the last whole generation ends (so a cut stream
@@ -7,131 +7,15 @@
 //! delta-encoded, so finding the last one means decoding events; the walk
 //! decodes only the one event batch per thread and generation that can hold it
 //! (see [`Untimed`]).
-//!
-//! Layout (Go >= 1.22, "v2"): a 16-byte header `go 1.NN trace\0\0\0`, then
-//! batches `type (1 = events, 49 = experimental + 1 byte) | uvarint gen |
-//! uvarint M | uvarint timestamp | uvarint size | size bytes`. Go >= 1.26 ends
-//! each generation with the single byte 52. Go <= 1.21 ("v1") traces are
-//! accepted by their header only.
 
-use std::fmt;
+use crate::header::{check_header, GoVersion, HEADER_LEN};
+use crate::wire::*;
+use crate::FormatError;
 
-pub const HEADER_LEN: usize = 16;
-/// Go's `tracev2.MaxBatchSize`.
-const MAX_BATCH_SIZE: u64 = 64 << 10;
-/// The longest batch header: type, experiment, four 10-byte uvarints.
-const MAX_HEADER_LEN: usize = 2 + 4 * 10;
-/// Go's `NoThread`: the M of the batches no thread wrote (frequency, stacks,
-/// strings, CPU samples, sync, and goroutine statuses at a generation start).
-const NO_THREAD: u64 = u64::MAX;
 /// Most event batches held untimed (see [`Untimed`]): with Go's 64 KiB
 /// batches, at most 4 MiB of copies per walker. Past it the oldest is timed
 /// at once, which costs time, never exactness.
 const MAX_UNTIMED: usize = 64;
-
-const EV_EVENT_BATCH: u8 = 1;
-const EV_STACKS: u8 = 2;
-const EV_STRINGS: u8 = 4;
-const EV_CPU_SAMPLES: u8 = 6;
-const EV_CPU_SAMPLE: u8 = 7;
-const EV_FREQUENCY: u8 = 8;
-const EV_EXPERIMENTAL_BATCH: u8 = 49;
-const EV_SYNC: u8 = 50;
-const EV_CLOCK_SNAPSHOT: u8 = 51;
-const EV_END_OF_GENERATION: u8 = 52;
-
-/// Number of uvarint arguments (the first is the timestamp delta) of each timed
-/// event type, from Go's `internal/trace/tracev2` spec table, which all v2
-/// versions share. 0 marks types that never appear inside an event batch.
-const TIMED_ARGS: [u8; 52] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 0, // 0..=8: structural
-    3, 3, 1, 4, 3, // ProcsChange, ProcStart, ProcStop, ProcSteal, ProcStatus
-    4, 2, 3, 1, 1, 3, 3, 4, // GoCreate .. GoUnblock
-    3, 1, 1, 4, // GoSyscallBegin, GoSyscallEnd, GoSyscallEndBlocked, GoStatus
-    3, 1, // STWBegin, STWEnd
-    2, 3, 2, 2, 2, 3, 2, 2, 1, 2, 2, // GCActive .. HeapGoal
-    2, 5, 3, 4, 4, 5, // GoLabel, UserTask*, UserRegion*, UserLog
-    3, 3, 4, 5, // GoSwitch, GoSwitchDestroy, GoCreateBlocked, GoStatusStack
-    0, 0, 4, // ExperimentalBatch, Sync, ClockSnapshot
-];
-/// Experimental timed events (AllocFree experiment), types 128..=136.
-const EXPERIMENTAL_ARGS: [u8; 9] = [4, 4, 2, 3, 3, 2, 3, 3, 2];
-/// Most arguments an event has.
-const MAX_ARGS: usize = 5;
-/// How many bytes `n` uvarints take, by `n` and by the set of bytes of a
-/// word that end a uvarint (bit i for byte i); 0 when fewer than `n` end.
-const ARGS_LEN: [[u8; 256]; MAX_ARGS + 1] = {
-    let mut len = [[0; 256]; MAX_ARGS + 1];
-    let mut ends = 0;
-    while ends < 256 {
-        let (mut byte, mut n) = (0, 0);
-        while byte < 8 {
-            if ends & (1 << byte) != 0 && n < MAX_ARGS {
-                n += 1;
-                len[n][ends] = byte as u8 + 1;
-            }
-            byte += 1;
-        }
-        ends += 1;
-    }
-    len
-};
-/// Both tables by event type byte, 0 for any other byte.
-const EVENT_ARGS: [u8; 256] = {
-    let mut all = [0; 256];
-    let mut i = 0;
-    while i < TIMED_ARGS.len() {
-        all[i] = TIMED_ARGS[i];
-        i += 1;
-    }
-    let mut i = 0;
-    while i < EXPERIMENTAL_ARGS.len() {
-        all[128 + i] = EXPERIMENTAL_ARGS[i];
-        i += 1;
-    }
-    let mut i = 0;
-    while i < all.len() {
-        assert!(all[i] as usize <= MAX_ARGS);
-        i += 1;
-    }
-    all
-};
-
-/// Why bytes are not a usable trace.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FormatError {
-    #[error("body is empty")]
-    Empty,
-    #[error("body ended after {0} bytes, inside the 16-byte trace header")]
-    ShortHeader(usize),
-    #[error("not a Go execution trace: body starts with {0}")]
-    NotATrace(String),
-    #[error("corrupt trace at byte {offset}: {what}")]
-    Corrupt { offset: usize, what: String },
-    #[error("trace was cut before its first whole generation ({0} bytes received)")]
-    NoWholeGeneration(usize),
-}
-
-/// Go version from a trace header, e.g. 1.23.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct GoVersion(pub u16);
-
-impl GoVersion {
-    /// Traces from Go 1.22 on use the v2 batch framing walked here.
-    pub fn is_v2(self) -> bool {
-        self.0 >= 22
-    }
-    /// Go 1.26 ends every generation with an in-band marker byte.
-    fn marks_generation_end(self) -> bool {
-        self.0 >= 26
-    }
-}
-
-impl fmt::Display for GoVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "1.{}", self.0)
-    }
-}
 
 /// The target's clocks at one instant, from a Go >= 1.25 clock snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,37 +72,6 @@ impl TraceInfo {
         let at = self.ticks_to_ns(ticks)? as i128;
         let base = self.ticks_to_ns(snap.ticks)? as i128;
         u128::try_from(snap.wall_unix_ns as i128 + (at - base)).ok()
-    }
-}
-
-/// Checks the 16-byte header. Needs at least [`HEADER_LEN`] bytes to say yes;
-/// can say no as soon as the bytes seen cannot start a header.
-pub fn check_header(data: &[u8]) -> Result<GoVersion, FormatError> {
-    const PREFIX: &[u8] = b"go 1.";
-    let seen = data.len().min(HEADER_LEN);
-    let head = &data[..seen];
-    let not_a_trace = || FormatError::NotATrace(sniff(data));
-    if head.is_empty() {
-        return Err(FormatError::Empty);
-    }
-    if !PREFIX.starts_with(&head[..seen.min(PREFIX.len())]) {
-        return Err(not_a_trace());
-    }
-    if seen < HEADER_LEN {
-        // Could still become a header; the caller decides whether more comes.
-        return Err(FormatError::ShortHeader(seen));
-    }
-    let rest = &head[PREFIX.len()..];
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let tail = &rest[digits..];
-    let minor = std::str::from_utf8(&rest[..digits])
-        .ok()
-        .and_then(|s| s.parse::<u16>().ok());
-    match minor {
-        Some(m) if digits <= 2 && tail.starts_with(b" trace") && tail[6..].iter().all(|b| *b == 0) => {
-            Ok(GoVersion(m))
-        }
-        _ => Err(not_a_trace()),
     }
 }
 
@@ -496,122 +349,6 @@ impl Walker {
     }
 }
 
-struct Batch<'a> {
-    gen: u64,
-    m: u64,
-    ts: u64,
-    experimental: bool,
-    body: &'a [u8],
-}
-
-struct Cursor<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = *self.data.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-
-    /// `Ok(None)` when the data ends inside the number.
-    fn uvarint(&mut self) -> Result<Option<u64>, String> {
-        match uvarint(&self.data[self.pos..]) {
-            Uvarint::Value(v, n) => {
-                self.pos += n;
-                Ok(Some(v))
-            }
-            Uvarint::Short => Ok(None),
-            Uvarint::Overflow => Err("uvarint overflows 64 bits".into()),
-        }
-    }
-}
-
-enum Uvarint {
-    Value(u64, usize),
-    Short,
-    Overflow,
-}
-
-fn uvarint(buf: &[u8]) -> Uvarint {
-    let mut x: u64 = 0;
-    let mut shift = 0u32;
-    for (i, &b) in buf.iter().enumerate() {
-        if i == 10 || (i == 9 && b > 1) {
-            return Uvarint::Overflow;
-        }
-        if b < 0x80 {
-            return Uvarint::Value(x | (u64::from(b) << shift), i + 1);
-        }
-        x |= u64::from(b & 0x7f) << shift;
-        shift += 7;
-    }
-    Uvarint::Short
-}
-
-struct Header {
-    gen: u64,
-    m: u64,
-    ts: u64,
-    experimental: bool,
-    size: usize,
-}
-
-/// Reads a batch header. `Ok(None)`: the data ends inside it.
-fn read_header(cur: &mut Cursor<'_>) -> Result<Option<Header>, String> {
-    let Some(typ) = cur.byte() else { return Ok(None) };
-    let experimental = match typ {
-        EV_EVENT_BATCH => false,
-        EV_EXPERIMENTAL_BATCH => {
-            if cur.byte().is_none() {
-                return Ok(None);
-            }
-            true
-        }
-        other => return Err(format!("expected a batch, found byte {other}")),
-    };
-    let mut header = [0u64; 4];
-    for slot in &mut header {
-        match cur.uvarint()? {
-            Some(v) => *slot = v,
-            None => return Ok(None),
-        }
-    }
-    let [gen, m, ts, size] = header;
-    if size > MAX_BATCH_SIZE {
-        return Err(format!("batch size {size} exceeds Go's maximum {MAX_BATCH_SIZE}"));
-    }
-    Ok(Some(Header {
-        gen,
-        m,
-        ts,
-        experimental,
-        size: size as usize,
-    }))
-}
-
-/// Reads one batch. `Ok(None)`: the data ends inside it (a cut stream).
-fn read_batch<'a>(cur: &mut Cursor<'a>) -> Result<Option<Batch<'a>>, String> {
-    let Some(header) = read_header(cur)? else {
-        return Ok(None);
-    };
-    let end = cur.pos + header.size;
-    if end > cur.data.len() {
-        return Ok(None);
-    }
-    let body = &cur.data[cur.pos..end];
-    cur.pos = end;
-    Ok(Some(Batch {
-        gen: header.gen,
-        m: header.m,
-        ts: header.ts,
-        experimental: header.experimental,
-        body,
-    }))
-}
-
 /// Folds a batch's event timestamps into the window's span, or holds a
 /// thread's event batch in `untimed` to do so later. Never fails: an event
 /// this walk cannot size only stops the timing of that batch.
@@ -779,66 +516,6 @@ fn last_event_ts(mut ts: u64, body: &[u8]) -> Option<u64> {
     last
 }
 
-/// The first of the `n` uvarint arguments at `at` and where they end, when
-/// all of them end within the 8 bytes at `at` (nearly every event): one load
-/// finds them, and none can be long enough to overflow.
-#[inline(always)]
-fn args_in_word(body: &[u8], at: usize, n: u8) -> Option<(u64, usize)> {
-    let word = u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?);
-    // Bit i set when byte i ends a uvarint: the multiply gathers each byte's
-    // (inverted) high bit into the top byte, and no two products overlap.
-    let ends = ((!word & 0x8080_8080_8080_8080) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
-    let len = ARGS_LEN[usize::from(n)][ends as usize];
-    if len == 0 {
-        return None;
-    }
-    let first = compact_uvarint(word & (u64::MAX >> (56 - 8 * ends.trailing_zeros())));
-    Some((first, at + usize::from(len)))
-}
-
-/// The value of a uvarint of at most 8 bytes, given as a little-endian word
-/// holding only its bytes: drops the continuation bits and closes the gaps.
-fn compact_uvarint(x: u64) -> u64 {
-    let x = x & 0x7f7f_7f7f_7f7f_7f7f;
-    let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
-    let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
-    (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
-}
-
-/// [`args_in_word`] for the rest: near the end of the body, long arguments,
-/// and arguments that are cut or overflow (then `None`).
-fn args_slow(body: &[u8], mut at: usize, n: u8) -> Option<(u64, usize)> {
-    let mut first = 0;
-    for i in 0..n {
-        let Uvarint::Value(v, len) = uvarint(body.get(at..)?) else {
-            return None;
-        };
-        if i == 0 {
-            first = v;
-        }
-        at += len;
-    }
-    Some((first, at))
-}
-
-/// A short, printable description of what a body starts with, for errors.
-pub fn sniff(data: &[u8]) -> String {
-    let head = &data[..data.len().min(48)];
-    let printable = head
-        .iter()
-        .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\n' || *b == b'\r' || *b == b'\t');
-    let more = if data.len() > head.len() { "…" } else { "" };
-    if printable {
-        let text: String = String::from_utf8_lossy(head)
-            .chars()
-            .map(|c| if c.is_whitespace() { ' ' } else { c })
-            .collect();
-        format!("{:?}{more}", text)
-    } else {
-        format!("bytes {}{more}", hex::encode(head))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -935,11 +612,11 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../tests/data/traces/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
     }
 
-    /// Real traces (tests/data/traces/README.md): file, Go minor version,
+    /// Real traces (testdata/README.md): file, Go minor version,
     /// window length in ms.
     const V2: [(&str, u16, u64); 5] = [
         ("go1.22.trace", 22, 1000),

@@ -4,7 +4,7 @@
 # toolchain (fetched by the go command from the module proxy) and running one
 # paced goroutine pair, so the windows stay small. See README.md.
 #
-# usage: tests/data/traces/make.sh [BIN_DIR]   (default <repo>/target/fixtures)
+# usage: agent/gotrace/testdata/make.sh [BIN_DIR]   (default <repo>/target/fixtures)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
