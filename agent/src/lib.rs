@@ -1,26 +1,24 @@
 //! flightrec: a flight recorder for Go services.
 //!
-//! Data flow: `collector` → `ring` → `snapshot` → `spool` → `delivery` →
-//! `sink`, with `trigger` and `api` beside. `app::run` wires them together;
-//! `main.rs` is only the CLI.
+//! The modules follow the data flow (see ARCHITECTURE.md at the repository
+//! root): [`collect`] streams trace windows from each target into the
+//! [`ring`]; a [`trigger`] (or the [`api`], or [`kubernetes`]) asks
+//! [`snapshot`] to freeze a ring, which writes a [`bundle`] into the spool of
+//! [`deliver`], whose sinks take it away. [`config`], [`telemetry`],
+//! [`units`] and [`tls`] are leaves every stage may use; [`app`] wires the
+//! stages together and [`cli`] holds the client-side commands.
 
 pub mod api;
 pub mod app;
 pub mod bundle;
 pub mod cli;
-pub mod collector;
+pub mod collect;
 pub mod config;
-pub mod delivery;
-pub mod discovery;
-pub mod events;
-pub mod fleet;
-pub mod metrics;
+pub mod deliver;
+pub mod kubernetes;
 pub mod ring;
-pub mod sink;
 pub mod snapshot;
-pub mod spool;
-pub mod systemd;
+pub mod telemetry;
 pub mod tls;
 pub mod trigger;
 pub mod units;
-pub mod window;

@@ -5,16 +5,34 @@
 //! with its key path, so a bad file is fixed in one round. Nothing else in the
 //! agent reads environment variables.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use url::Url;
 
+mod kubernetes;
+mod sections;
+mod sinks;
 pub mod table;
+mod targets;
+mod triggers;
+
+pub use kubernetes::KubernetesConfig;
+pub use sections::{
+    Log, LogFormat, Ring, Server, Snapshots, Tls, DEFAULT_SPOOL_MAX_BUNDLES, DEFAULT_SPOOL_MAX_BYTES,
+};
+pub use sinks::{
+    AzureConfig, Backend, DirConfig, GcsConfig, HttpConfig, RetryPolicy, S3Config, SinkConfig, Upload,
+};
+pub use targets::{
+    default_max_windows, default_read_timeout, default_target, format_seconds, redact_url, valid_name,
+    Compression, Target,
+};
+pub use triggers::{
+    LatencyRule, Limits, MetricRule, Rule, Settings as TriggerSettings, TriggerConfig, WebhookConfig,
+};
 
 use table::Table;
 
@@ -54,142 +72,11 @@ pub struct Config {
     pub tls: Tls,
     pub targets: Vec<Target>,
     /// `[[triggers]]`, `[webhooks]`, `[trigger_limits]`.
-    pub triggers: crate::trigger::Settings,
+    pub triggers: TriggerSettings,
     /// Where bundles are delivered; empty = they stay in the local spool.
-    pub sinks: Vec<crate::sink::SinkConfig>,
+    pub sinks: Vec<SinkConfig>,
     /// `[kubernetes]`: pods on this node that become targets.
-    pub kubernetes: crate::discovery::KubernetesConfig,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Server {
-    pub listen: SocketAddr,
-    /// File holding the bearer token required by mutating endpoints.
-    pub token_file: Option<PathBuf>,
-    /// The token itself (`server.token` or `FLIGHTREC_SERVER__TOKEN`); never logged.
-    pub token: Option<Secret>,
-    /// Largest request body accepted.
-    pub max_body: u64,
-    /// When true, `/readyz` fails while any target has not given a window
-    /// recently. Off by default: a recorder must never take its service out
-    /// of rotation.
-    pub ready_requires_targets: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Tls {
-    /// PEM file of extra CA certificates trusted for outbound HTTPS (targets,
-    /// probes, sinks), on top of the system's roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshots {
-    pub dir: PathBuf,
-    /// Keep recording this long after a trigger before writing the bundle.
-    pub post_trigger: Duration,
-    /// Spool quota in bytes of committed bundles.
-    pub max_bytes: u64,
-    /// Spool quota in committed bundles.
-    pub max_bundles: usize,
-}
-
-/// Default spool quota: room for a few dozen busy-service bundles without
-/// filling a node's disk.
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 << 30;
-pub const DEFAULT_SPOOL_MAX_BUNDLES: u64 = 100;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ring {
-    /// Byte budget shared by the rings of all targets.
-    pub max_bytes: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human lines on a terminal, JSON otherwise.
-    Auto,
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Log {
-    pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `flightrec=debug`.
-    pub level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Zstd,
-    None,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::None => "none",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub name: String,
-    /// Base URL of the service (scheme, host, port, optional user info).
-    pub url: Url,
-    /// Path of the trace endpoint.
-    pub path: String,
-    pub window: Duration,
-    pub max_age: Duration,
-    pub max_bytes: u64,
-    pub max_windows: usize,
-    /// A window larger than this is cut (the connection closed) and kept
-    /// truncated.
-    pub max_window_bytes: u64,
-    pub compression: Compression,
-    pub labels: BTreeMap<String, String>,
-    pub connect_timeout: Duration,
-    /// Longest silence inside a response before it is abandoned.
-    pub read_timeout: Duration,
-    /// Longest pause between attempts while the target is down or busy.
-    pub backoff_max: Duration,
-}
-
-impl Target {
-    /// The trace URL for one window of `window`.
-    pub fn trace_url(&self, window: Duration) -> Url {
-        let mut url = self.url.clone();
-        url.set_path(&self.path);
-        let secs = format_seconds(window);
-        url.query_pairs_mut().clear().append_pair("seconds", &secs);
-        url
-    }
-
-    /// The base URL without user info, for logs and API answers.
-    pub fn public_url(&self) -> String {
-        redact_url(&self.url)
-    }
-}
-
-/// Go's handler parses `seconds` as a float; whole seconds print without a fraction.
-pub fn format_seconds(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        d.as_secs().to_string()
-    } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
-/// A URL with any password or user name removed.
-pub fn redact_url(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
+    pub kubernetes: KubernetesConfig,
 }
 
 /// A secret string whose Debug and Display never show it.
@@ -379,90 +266,16 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         _ => &empty,
     };
     let mut root = Table::new(String::new(), root_map);
-
-    let mut server_t = root.table("server", problems);
-    let listen_text = server_t
-        .string("listen", problems)
-        .unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let listen = match listen_text.parse::<SocketAddr>() {
-        Ok(a) => a,
-        Err(_) => {
-            problems.push(server_t.problem(
-                "listen",
-                format!("{listen_text:?} is not an address like \"127.0.0.1:7070\""),
-            ));
-            DEFAULT_LISTEN.parse().expect("default listen address parses")
-        }
-    };
-    let server = Server {
-        listen,
-        token_file: server_t.string("token_file", problems).map(PathBuf::from),
-        token: server_t.string("token", problems).map(Secret),
-        max_body: server_t.size("max_body", 1 << 20, problems),
-        ready_requires_targets: server_t.bool("ready_requires_targets", false, problems),
-    };
-    server_t.finish(problems);
-
-    let mut tls_t = root.table("tls", problems);
-    let tls = Tls {
-        ca_file: tls_t.string("ca_file", problems).map(PathBuf::from),
-    };
-    if let Some(f) = &tls.ca_file {
-        if !f.is_file() {
-            problems.push(tls_t.problem("ca_file", format!("{} is not a readable file", f.display())));
-        }
-    }
-    tls_t.finish(problems);
-
-    let mut snap_t = root.table("snapshots", problems);
-    let snapshots = Snapshots {
-        dir: PathBuf::from(
-            snap_t
-                .string("dir", problems)
-                .unwrap_or_else(|| "./flightrec-data".into()),
-        ),
-        post_trigger: snap_t.duration("post_trigger", Duration::from_secs(2), problems),
-        max_bytes: snap_t.size("max_bytes", DEFAULT_SPOOL_MAX_BYTES, problems),
-        max_bundles: snap_t.uint("max_bundles", DEFAULT_SPOOL_MAX_BUNDLES, problems) as usize,
-    };
-    if snapshots.max_bytes < 1 << 20 {
-        problems.push(snap_t.problem("max_bytes", "must be at least 1MiB".into()));
-    }
-    if snapshots.max_bundles == 0 {
-        problems.push(snap_t.problem("max_bundles", "must be at least 1".into()));
-    }
-    snap_t.finish(problems);
-
-    let mut ring_t = root.table("ring", problems);
-    let ring = Ring {
-        max_bytes: ring_t.size("max_bytes", 512 << 20, problems),
-    };
-    ring_t.finish(problems);
-
-    let mut log_t = root.table("log", problems);
-    let format = match log_t.string("format", problems).as_deref() {
-        None | Some("auto") => LogFormat::Auto,
-        Some("text") => LogFormat::Text,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            problems.push(log_t.problem(
-                "format",
-                format!("{other:?} is not one of \"auto\", \"text\", \"json\""),
-            ));
-            LogFormat::Auto
-        }
-    };
-    let log = Log {
-        format,
-        level: log_t.string("level", problems).unwrap_or_else(|| "info".into()),
-    };
-    log_t.finish(problems);
-
-    let kubernetes = crate::discovery::read(&mut root, problems);
+    let server = sections::read_server(&mut root, problems);
+    let tls = sections::read_tls(&mut root, problems);
+    let snapshots = sections::read_snapshots(&mut root, problems);
+    let ring = sections::read_ring(&mut root, problems);
+    let log = sections::read_log(&mut root, problems);
+    let kubernetes = kubernetes::read(&mut root, problems);
     let targets = match root.tables("targets", problems) {
         // With discovery, the pods are the targets.
         None if kubernetes.enabled => Vec::new(),
-        None => vec![default_target()],
+        None => vec![targets::default_target()],
         Some(tables) => {
             if tables.is_empty() && !kubernetes.enabled {
                 problems.push(Problem {
@@ -470,14 +283,17 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
                     message: "is empty; add at least one [[targets]] entry, or remove the key to record http://127.0.0.1:6060".into(),
                 });
             }
-            tables.into_iter().map(|t| read_target(t, problems)).collect()
+            tables
+                .into_iter()
+                .map(|t| targets::read_target(t, problems))
+                .collect()
         }
     };
-    let triggers = crate::trigger::config::read(&mut root, &targets, problems);
-    let sinks = crate::sink::read_all(root.tables("sinks", problems), problems);
+    let triggers = triggers::read(&mut root, &targets, problems);
+    let sinks = sinks::read_all(root.tables("sinks", problems), problems);
     root.finish(problems);
 
-    check_targets(&targets, &ring, problems);
+    targets::check_targets(&targets, &ring, problems);
     Config {
         server,
         snapshots,
@@ -518,180 +334,10 @@ pub fn systemd(env: &dyn Env) -> Option<Systemd> {
     })
 }
 
-pub(crate) fn default_target() -> Target {
-    let window = Duration::from_secs(5);
-    let max_age = Duration::from_secs(60);
-    Target {
-        name: "default".into(),
-        url: Url::parse(DEFAULT_TARGET_URL).expect("default URL parses"),
-        path: "/debug/pprof/trace".into(),
-        window,
-        max_age,
-        max_bytes: 64 << 20,
-        max_windows: default_max_windows(window, max_age),
-        max_window_bytes: 64 << 20,
-        compression: Compression::Zstd,
-        labels: BTreeMap::new(),
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: default_read_timeout(window),
-        backoff_max: Duration::from_secs(30),
-    }
-}
-
-/// Enough slots for `max_age` of windows plus the one being recorded and one
-/// cut short.
-pub(crate) fn default_max_windows(window: Duration, max_age: Duration) -> usize {
-    let per = window.as_secs_f64().max(0.1);
-    (max_age.as_secs_f64() / per).ceil() as usize + 2
-}
-
-/// A quiet service may flush nothing until its window ends, so silence is
-/// only suspicious well after that.
-pub(crate) fn default_read_timeout(window: Duration) -> Duration {
-    window + Duration::from_secs(10)
-}
-
-fn read_target(mut t: Table<'_>, problems: &mut Vec<Problem>) -> Target {
-    let d = default_target();
-    let name = t.string("name", problems).unwrap_or_default();
-    if name.is_empty() {
-        problems.push(t.problem("name", "is required (letters, digits, '.', '_', '-')".into()));
-    } else if !valid_name(&name) {
-        problems.push(t.problem(
-            "name",
-            format!("{name:?} may hold only letters, digits, '.', '_' and '-' (at most 64), since it names files and objects"),
-        ));
-    }
-    let url_text = t
-        .string("url", problems)
-        .unwrap_or_else(|| DEFAULT_TARGET_URL.into());
-    let url = match Url::parse(&url_text) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => u,
-        Ok(_) => {
-            problems.push(t.problem(
-                "url",
-                format!(
-                    "{:?} must be an http:// or https:// URL with a host",
-                    redact_text(&url_text)
-                ),
-            ));
-            d.url.clone()
-        }
-        Err(e) => {
-            problems.push(t.problem("url", format!("{:?} is not a URL: {e}", redact_text(&url_text))));
-            d.url.clone()
-        }
-    };
-    let path = t.string("path", problems).unwrap_or(d.path);
-    if !path.starts_with('/') {
-        problems.push(t.problem("path", format!("{path:?} must start with '/'")));
-    }
-    let window = t.duration("window", d.window, problems);
-    if window < Duration::from_millis(100) || window > Duration::from_secs(3600) {
-        problems.push(t.problem(
-            "window",
-            format!(
-                "{} is out of range: use 100ms to 1h (5s is a good start)",
-                humantime::format_duration(window)
-            ),
-        ));
-    }
-    let max_age = t.duration("max_age", d.max_age, problems);
-    if max_age < window {
-        problems.push(t.problem(
-            "max_age",
-            format!(
-                "({}) must be at least the window ({})",
-                humantime::format_duration(max_age),
-                humantime::format_duration(window)
-            ),
-        ));
-    }
-    let max_bytes = t.size("max_bytes", d.max_bytes, problems);
-    if max_bytes == 0 {
-        problems.push(t.problem("max_bytes", "must be more than 0".into()));
-    }
-    let max_windows = t.uint(
-        "max_windows",
-        default_max_windows(window, max_age) as u64,
-        problems,
-    ) as usize;
-    if max_windows == 0 || max_windows > 100_000 {
-        problems.push(t.problem("max_windows", "must be between 1 and 100000".into()));
-    }
-    let max_window_bytes = t.size("max_window_bytes", max_bytes, problems);
-    if max_window_bytes < 4096 {
-        problems.push(t.problem("max_window_bytes", "must be at least 4KiB".into()));
-    }
-    let compression = t.compression("compression", d.compression, problems);
-    let labels = t.labels("labels", problems);
-    let connect_timeout = t.duration("connect_timeout", d.connect_timeout, problems);
-    let read_timeout = t.duration("read_timeout", default_read_timeout(window), problems);
-    if read_timeout < Duration::from_millis(100) {
-        problems.push(t.problem("read_timeout", "must be at least 100ms".into()));
-    }
-    let backoff_max = t.duration("backoff_max", d.backoff_max, problems);
-    if backoff_max < Duration::from_millis(100) {
-        problems.push(t.problem("backoff_max", "must be at least 100ms".into()));
-    }
-    t.finish(problems);
-    Target {
-        name,
-        url,
-        path,
-        window,
-        max_age,
-        max_bytes,
-        max_windows,
-        max_window_bytes,
-        compression,
-        labels,
-        connect_timeout,
-        read_timeout,
-        backoff_max,
-    }
-}
-
-fn check_targets(targets: &[Target], ring: &Ring, problems: &mut Vec<Problem>) {
-    let mut seen = BTreeSet::new();
-    for (i, t) in targets.iter().enumerate() {
-        if !t.name.is_empty() && !seen.insert(t.name.as_str()) {
-            problems.push(Problem {
-                path: format!("targets[{i}].name"),
-                message: format!("{:?} is used by an earlier target; names must be unique", t.name),
-            });
-        }
-    }
-    if ring.max_bytes == 0 {
-        problems.push(Problem {
-            path: "ring.max_bytes".into(),
-            message: "must be more than 0".into(),
-        });
-    }
-}
-
-/// Target names become file names, object keys and metric labels.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-/// The URL as the user wrote it, unless it carries credentials.
-fn redact_text(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => redact_url(&u),
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::config::Limits;
 use super::events::{self, Suppressed};
-use crate::metrics::Metrics;
+use crate::config::Limits;
 use crate::snapshot::{Firing, SnapshotError, Snapshots};
+use crate::telemetry::Metrics;
 
 /// Dedupe keys remembered at most; the oldest go first beyond this, so a
 /// sender inventing new fingerprints cannot grow memory without bound.

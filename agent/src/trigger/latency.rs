@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::config::{LatencyRule, TriggerConfig};
 use super::events::{self, ErrorLog, Suppressed};
 use super::gate::{Gate, Outcome as GateOutcome};
 use crate::bundle::rfc3339;
+use crate::config::{LatencyRule, TriggerConfig};
 use crate::snapshot::{Firing, SnapshotError, TriggerKind};
 use crate::units::Secs;
 
@@ -502,7 +502,7 @@ mod tests {
             interval: Duration::from_millis(100),
             timeout: Duration::from_secs(1),
             cooldown: Duration::from_secs(60),
-            rule: super::super::config::Rule::Latency(rule(Some(2), None, 3)),
+            rule: crate::config::Rule::Latency(rule(Some(2), None, 3)),
         }
     }
 }

@@ -15,11 +15,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::config::{MetricRule, TriggerConfig};
 use super::events::{self, ErrorLog, Suppressed};
 use super::gate::{Gate, Outcome as GateOutcome};
 use super::latency::source_chain;
 use super::promtext;
+use crate::config::{MetricRule, TriggerConfig};
 use crate::snapshot::{Firing, SnapshotError, TriggerKind};
 use crate::units::{Bytes, Secs};
 

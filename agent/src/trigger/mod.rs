@@ -1,7 +1,7 @@
 //! Automatic triggers: latency probes, metric thresholds and alert webhooks, all through one gate.
 //!
-//! `config` reads `[[triggers]]`, `[webhooks]` and `[trigger_limits]`;
-//! `latency` and `metric` run one task per trigger; `webhook` serves the
+//! `config::triggers` reads `[[triggers]]`, `[webhooks]` and
+//! `[trigger_limits]`; `latency` and `metric` run one task per trigger; `webhook` serves the
 //! Alertmanager and Grafana endpoints; `gate` applies cooldowns, the global
 //! rate limit and webhook dedupe before `Snapshots::fire`; `events` logs and
 //! counts what happens.
@@ -13,7 +13,6 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub mod config;
 pub mod events;
 pub mod gate;
 pub mod latency;
@@ -21,10 +20,9 @@ pub mod metric;
 pub mod promtext;
 pub mod webhook;
 
-pub use config::Settings;
 pub use gate::Gate;
 
-use config::{Rule, TriggerConfig};
+use crate::config::{Rule, TriggerConfig};
 
 use crate::tls::ExtraRoots;
 

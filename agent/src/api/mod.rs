@@ -22,12 +22,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::bundle;
+use crate::collect::Fleet;
 use crate::config::{Config, Secret};
-use crate::fleet::Fleet;
-use crate::metrics::Metrics;
+use crate::deliver::spool;
 use crate::ring::Rings;
 use crate::snapshot::{Firing, Phase, SnapshotError, Snapshots};
-use crate::spool;
+use crate::telemetry::Metrics;
 
 pub struct AppState {
     pub config: Config,
@@ -179,7 +179,7 @@ async fn count_errors(State(metrics): State<Arc<Metrics>>, req: Request, next: N
 /// bundle writer need: with a soft limit of 1024, a thousand idle API
 /// connections made every new socket and file fail with EMFILE.
 pub fn max_connections() -> usize {
-    crate::metrics::max_fds().map_or(512, |n| (n / 2).clamp(16, 1024) as usize)
+    crate::telemetry::max_fds().map_or(512, |n| (n / 2).clamp(16, 1024) as usize)
 }
 
 /// A listener that stops accepting while `max` of its connections are open.

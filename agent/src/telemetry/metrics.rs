@@ -1,8 +1,6 @@
 //! The Prometheus registry and every metric family the agent exports at `/metrics`.
 
-mod process;
-
-pub use process::{max_fds, rusage, Freshness};
+use super::process::Freshness;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -137,7 +135,7 @@ pub struct Metrics {
     /// Unix time of the last config load that was applied (startup included).
     pub config_last_reload_success: FloatGauge,
     /// Triggers and webhooks.
-    pub triggers: crate::trigger::events::TriggerMetrics,
+    pub triggers: super::triggers::TriggerMetrics,
     /// Snapshots refused because the spool is full of undelivered bundles.
     pub snapshots_refused: Family<KindReason, Counter>,
     pub spool_bytes: Gauge,
@@ -299,7 +297,7 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Version of the running agent", build);
-        registry.register_collector(Box::new(process::ProcessCollector::new()));
+        registry.register_collector(Box::new(super::process::ProcessCollector::new()));
         registry.register_collector(Box::new(m.freshness.clone()));
         registry.register(
             "discovery_targets",

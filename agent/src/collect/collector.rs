@@ -16,12 +16,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
+use super::events::{self, WindowError};
 use crate::config::{Compression, Target};
-use crate::events::{self, WindowError};
-use crate::metrics::Metrics;
+use crate::ring::window::{Builder, Truncation, Window};
 use crate::ring::Rings;
+use crate::telemetry::Metrics;
 use crate::tls::ExtraRoots;
-use crate::window::{Builder, Truncation, Window};
 use gotrace::{FormatError, Walker};
 
 /// Largest error body read from a target (500 / 400 answers).
@@ -31,7 +31,7 @@ const MAX_ERROR_BODY: usize = 4096;
 const PROCESS_QUEUE: usize = 2;
 /// Raw bytes allowed to wait for compression within one window before the
 /// rest of it is dropped (the target is still read at full speed).
-const MAX_BACKLOG: usize = 8 * crate::window::BLOCK;
+const MAX_BACKLOG: usize = 8 * crate::ring::window::BLOCK;
 
 /// What the API shows about a target's collector.
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
 //! Turns a trigger into bundles: freeze the ring, keep recording for `post_trigger`, write atomically.
 
+mod events;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,12 +16,12 @@ use tracing::{error, info, warn};
 
 use crate::bundle::{self, BundleMeta, BundleWriter, TargetInfo, Trigger};
 use crate::config::Config;
-use crate::events;
-use crate::fleet::Fleet;
-use crate::metrics::{KindResult, Metrics};
+
+use crate::collect::Fleet;
+use crate::deliver::spool::Spool;
+use crate::ring::window::Window;
 use crate::ring::Rings;
-use crate::spool::Spool;
-use crate::window::Window;
+use crate::telemetry::{KindResult, Metrics};
 
 /// What fired a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,7 +72,7 @@ pub enum SnapshotError {
     #[error("agent is shutting down; no new snapshots")]
     ShuttingDown,
     #[error(transparent)]
-    SpoolFull(#[from] crate::spool::Refusal),
+    SpoolFull(#[from] crate::deliver::spool::Refusal),
 }
 
 /// Where a snapshot is in its life.

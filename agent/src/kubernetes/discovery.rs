@@ -9,7 +9,6 @@
 //! cannot be reached, the last list stays.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
@@ -19,109 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use url::Url;
 
-use crate::config::table::Table;
-use crate::config::{default_target, valid_name, Compression, Problem, Target};
-use crate::metrics::Metrics;
-
-/// `[kubernetes]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KubernetesConfig {
-    pub enabled: bool,
-    /// The node whose pods are recorded (from the downward API:
-    /// `FLIGHTREC_KUBERNETES__NODE` set to `spec.nodeName`).
-    pub node: String,
-    pub api_server: Url,
-    pub token_file: PathBuf,
-    pub ca_file: PathBuf,
-    pub interval: Duration,
-    pub port_annotation: String,
-    pub path_annotation: String,
-    /// Pod labels tried in order for the target's `service` label.
-    pub service_labels: Vec<String>,
-    /// Settings of every discovered target.
-    pub window: Duration,
-    pub max_age: Duration,
-    pub max_bytes: u64,
-    pub compression: Compression,
-}
-
-const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        let t = default_target();
-        KubernetesConfig {
-            enabled: false,
-            node: String::new(),
-            api_server: Url::parse("https://kubernetes.default.svc").expect("default URL parses"),
-            token_file: PathBuf::from(SA_DIR).join("token"),
-            ca_file: PathBuf::from(SA_DIR).join("ca.crt"),
-            interval: Duration::from_secs(15),
-            port_annotation: "flightrec.dev/port".into(),
-            path_annotation: "flightrec.dev/path".into(),
-            service_labels: vec!["app.kubernetes.io/name".into(), "app".into(), "k8s-app".into()],
-            window: t.window,
-            max_age: t.max_age,
-            max_bytes: 32 << 20,
-            compression: t.compression,
-        }
-    }
-}
-
-/// Reads `[kubernetes]` from the root table.
-pub fn read(root: &mut Table<'_>, problems: &mut Vec<Problem>) -> KubernetesConfig {
-    let d = KubernetesConfig::default();
-    let mut t = root.table("kubernetes", problems);
-    let enabled = t.bool("enabled", false, problems);
-    let node = t.string("node", problems).unwrap_or_default();
-    if enabled && node.is_empty() {
-        problems.push(t.problem(
-            "node",
-            "is required with enabled = true; set FLIGHTREC_KUBERNETES__NODE from the downward API (spec.nodeName)"
-                .into(),
-        ));
-    }
-    let api_text = t.string("api_server", problems);
-    let api_server = match api_text.as_deref().map(Url::parse) {
-        None => d.api_server.clone(),
-        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => u,
-        Some(_) => {
-            problems.push(t.problem(
-                "api_server",
-                format!("{:?} is not an http(s) URL", api_text.unwrap_or_default()),
-            ));
-            d.api_server.clone()
-        }
-    };
-    let window = t.duration("window", d.window, problems);
-    let max_age = t.duration("max_age", d.max_age, problems);
-    if max_age < window {
-        problems.push(t.problem("max_age", "must be at least the window".into()));
-    }
-    let compression = t.compression("compression", d.compression, problems);
-    let cfg = KubernetesConfig {
-        enabled,
-        node,
-        api_server,
-        token_file: t
-            .string("token_file", problems)
-            .map_or(d.token_file, PathBuf::from),
-        ca_file: t.string("ca_file", problems).map_or(d.ca_file, PathBuf::from),
-        interval: t.duration("interval", d.interval, problems),
-        port_annotation: t.string("port_annotation", problems).unwrap_or(d.port_annotation),
-        path_annotation: t.string("path_annotation", problems).unwrap_or(d.path_annotation),
-        service_labels: t.strings("service_labels", problems).unwrap_or(d.service_labels),
-        window,
-        max_age,
-        max_bytes: t.size("max_bytes", d.max_bytes, problems),
-        compression,
-    };
-    if cfg.interval < Duration::from_secs(1) {
-        problems.push(t.problem("interval", "must be at least 1s".into()));
-    }
-    t.finish(problems);
-    cfg
-}
+use crate::config::{default_target, valid_name, KubernetesConfig, Target};
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Deserialize)]
 struct PodList {
@@ -346,7 +244,7 @@ pub async fn run(
             Err(e) => {
                 metrics
                     .discovery_errors
-                    .get_or_create(&crate::metrics::ReasonLabels {
+                    .get_or_create(&crate::telemetry::ReasonLabels {
                         reason: e.reason().into(),
                     })
                     .inc();
@@ -379,7 +277,7 @@ mod tests {
 
     #[test]
     fn opted_in_running_pods_become_targets_with_their_labels() {
-        let list: PodList = serde_json::from_str(include_str!("../../tests/data/kubernetes/pods.json"))
+        let list: PodList = serde_json::from_str(include_str!("../../../tests/data/kubernetes/pods.json"))
             .expect("a pod list as the API sends it");
         let (targets, skipped) = targets_of(&cfg(), &list);
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();

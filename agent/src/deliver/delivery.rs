@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::events;
-use crate::metrics::Metrics;
-use crate::sink::{RetryPolicy, Sink, SinkError};
-use crate::spool::Spool;
+use super::events;
+use super::sink::{Sink, SinkError};
+use crate::config::RetryPolicy;
+use crate::deliver::spool::Spool;
+use crate::telemetry::Metrics;
 
 /// Pause after the `failures`-th consecutive failure: doubling from
 /// `initial`, capped at `max`, then "equal jitter" (half fixed, half random)

@@ -6,29 +6,14 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::{BundleRef, Delivered, Sink, SinkError};
 use crate::bundle::{sync_dir, MANIFEST_JSON, MANIFEST_PB};
-use crate::config::table::Table;
-use crate::config::Problem;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DirConfig {
-    pub path: PathBuf,
-    pub prefix: String,
-}
-
-pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> DirConfig {
-    let path = super::required(t, "path", "the directory to copy bundles into", problems);
-    DirConfig {
-        path: PathBuf::from(path),
-        prefix: super::read_prefix(t, problems),
-    }
-}
+use crate::config::DirConfig;
 
 pub struct DirSink {
     config: DirConfig,

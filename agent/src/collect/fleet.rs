@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::collector::{self, Collector, SharedStatus, TargetStatus};
+use super::events;
+use crate::collect::{Collector, SharedStatus, TargetStatus};
 use crate::config::Target;
-use crate::events;
-use crate::metrics::Metrics;
 use crate::ring::Rings;
+use crate::telemetry::Metrics;
 use crate::tls::ExtraRoots;
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +133,12 @@ impl Fleet {
                 (None, Some(client)) => {
                     let evicted = self.rings.set_target(t);
                     events::evicted(&self.metrics, &evicted);
-                    let l = self.start(t, client, collector::new_status(t), Arc::new(AtomicU64::new(0)));
+                    let l = self.start(
+                        t,
+                        client,
+                        super::collector::new_status(t),
+                        Arc::new(AtomicU64::new(0)),
+                    );
                     live.insert(t.name.clone(), l);
                     changes.added.push(t.name.clone());
                 }

@@ -31,10 +31,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::events;
 use crate::bundle::{self, Manifest};
-use crate::events;
-use crate::metrics::Metrics;
-use crate::sink::{BundleRef, Delivered, SinkError};
+use crate::deliver::sink::{BundleRef, Delivered, SinkError};
+use crate::telemetry::Metrics;
 
 const PARTIAL: &str = ".partial";
 const LEDGER: &str = ".ledger";

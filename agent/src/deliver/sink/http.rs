@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use flightrec_proto::v1 as pb;
@@ -26,54 +25,7 @@ use url::Url;
 
 use super::{BundleRef, Delivered, Sink, SinkError};
 use crate::bundle::MANIFEST_PB;
-use crate::config::table::Table;
-use crate::config::{redact_url, Problem, Secret};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpConfig {
-    pub url: Url,
-    /// File holding the bearer token; read once at startup.
-    pub token_file: Option<PathBuf>,
-    /// The token itself (`FLIGHTREC_SINKS__N__TOKEN`); never logged.
-    pub token: Option<Secret>,
-    /// Extra PEM roots trusted besides the system's (a private CA).
-    pub ca_file: Option<PathBuf>,
-    pub connect_timeout: Duration,
-}
-
-pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> HttpConfig {
-    let text = super::required(t, "url", "the collector URL bundles are POSTed to", problems);
-    let url = match Url::parse(&text) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => u,
-        Ok(u) => {
-            if !text.is_empty() {
-                problems.push(t.problem(
-                    "url",
-                    format!("{:?} must be an http:// or https:// URL", redact_url(&u)),
-                ));
-            }
-            Url::parse("http://invalid.invalid/").expect("literal URL parses")
-        }
-        Err(e) => {
-            if !text.is_empty() {
-                problems.push(t.problem("url", format!("is not a URL: {e}")));
-            }
-            Url::parse("http://invalid.invalid/").expect("literal URL parses")
-        }
-    };
-    let token_file = t.string("token_file", problems).map(PathBuf::from);
-    let token = t.string("token", problems).map(Secret::new);
-    if token_file.is_some() && token.is_some() {
-        problems.push(t.problem("token", "set token or token_file, not both".into()));
-    }
-    HttpConfig {
-        url,
-        token_file,
-        token,
-        ca_file: t.string("ca_file", problems).map(PathBuf::from),
-        connect_timeout: t.duration("connect_timeout", Duration::from_secs(10), problems),
-    }
-}
+use crate::config::{redact_url, HttpConfig, Secret};
 
 pub struct HttpSink {
     name: String,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ring::coverage;
-use crate::window::{Span, Window};
+use crate::ring::window::{Span, Window};
 
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const MANIFEST_PB: &str = "manifest.pb";

@@ -4,6 +4,8 @@
 //! trace bytes. A frozen window evicted from its ring stays alive (and in
 //! memory) until the snapshot that holds it is written.
 
+pub mod window;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,7 +16,7 @@ use ringbuf::HeapRb;
 use tokio::sync::broadcast;
 
 use crate::config::Target;
-use crate::window::{Span, Window};
+use crate::ring::window::{Span, Window};
 
 /// Why a window left its ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,44 +13,8 @@ use std::sync::Arc;
 
 use object_store::azure::MicrosoftAzureBuilder;
 
-use super::object::{self, ObjectSink, Upload};
-use crate::config::table::Table;
-use crate::config::Problem;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AzureConfig {
-    pub account: String,
-    /// The container (called `bucket` like the other object stores).
-    pub bucket: String,
-    pub prefix: String,
-    /// Account URL for Azurite or sovereign clouds, e.g.
-    /// `http://127.0.0.1:10000/devstoreaccount1`.
-    pub endpoint: Option<String>,
-    pub allow_http: bool,
-    pub upload: Upload,
-}
-
-pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> AzureConfig {
-    let account = super::required(t, "account", "the storage account name", problems);
-    let bucket = super::required(t, "bucket", "the blob container to write bundles into", problems);
-    let prefix = super::read_prefix(t, problems);
-    let endpoint = t.string("endpoint", problems);
-    let allow_http = t.bool("allow_http", false, problems);
-    if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) && !allow_http {
-        problems.push(t.problem(
-            "allow_http",
-            "the endpoint is plain http://; set allow_http = true to send bundles unencrypted".into(),
-        ));
-    }
-    AzureConfig {
-        account,
-        bucket,
-        prefix,
-        endpoint,
-        allow_http,
-        upload: object::read_upload(t, problems),
-    }
-}
+use super::object::{self, ObjectSink};
+use crate::config::AzureConfig;
 
 pub fn build(name: &str, c: &AzureConfig, roots: &ExtraRoots) -> Result<ObjectSink, String> {
     let mut b = MicrosoftAzureBuilder::from_env()

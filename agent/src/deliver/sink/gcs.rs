@@ -13,32 +13,8 @@ use std::sync::Arc;
 
 use object_store::gcp::GoogleCloudStorageBuilder;
 
-use super::object::{self, ObjectSink, Upload};
-use crate::config::table::Table;
-use crate::config::Problem;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct GcsConfig {
-    pub bucket: String,
-    pub prefix: String,
-    /// A service account key file; overrides the environment.
-    pub service_account_file: Option<String>,
-    /// Another API base URL (an emulator, a private endpoint).
-    pub endpoint: Option<String>,
-    pub allow_http: bool,
-    pub upload: Upload,
-}
-
-pub fn read(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> GcsConfig {
-    GcsConfig {
-        bucket: super::required(t, "bucket", "the bucket to write bundles into", problems),
-        prefix: super::read_prefix(t, problems),
-        service_account_file: t.string("service_account_file", problems),
-        endpoint: t.string("endpoint", problems),
-        allow_http: t.bool("allow_http", false, problems),
-        upload: object::read_upload(t, problems),
-    }
-}
+use super::object::{self, ObjectSink};
+use crate::config::GcsConfig;
 
 pub fn build(name: &str, c: &GcsConfig, roots: &ExtraRoots) -> Result<ObjectSink, String> {
     let mut b = GoogleCloudStorageBuilder::from_env()

@@ -20,18 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BundleRef, Delivered, Sink, SinkError};
 use crate::bundle::{MANIFEST_JSON, MANIFEST_PB};
+use crate::config::Upload;
 
 /// Read size when streaming a window from disk.
 const READ_CHUNK: usize = 1 << 20;
-
-/// Multipart settings shared by the object-store backends.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Upload {
-    /// Files at least this big go up in parts of this size.
-    pub part_size: usize,
-    /// Parts in flight per file.
-    pub concurrency: usize,
-}
 
 pub struct ObjectSink {
     pub name: String,
@@ -217,26 +209,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// Reads `part_size` and `upload_concurrency`.
-pub fn read_upload(
-    t: &mut crate::config::table::Table<'_>,
-    problems: &mut Vec<crate::config::Problem>,
-) -> Upload {
-    let part_size = t.size("part_size", 8 << 20, problems);
-    // S3 refuses parts under 5 MiB (except the last); GCS and Azure accept them.
-    if !(5 << 20..=1 << 30).contains(&part_size) {
-        problems.push(t.problem("part_size", "must be between 5MiB and 1GiB".into()));
-    }
-    let concurrency = t.uint("upload_concurrency", 2, problems);
-    if !(1..=64).contains(&concurrency) {
-        problems.push(t.problem("upload_concurrency", "must be between 1 and 64".into()));
-    }
-    Upload {
-        part_size: part_size.clamp(5 << 20, 1 << 30) as usize,
-        concurrency: concurrency.clamp(1, 64) as usize,
-    }
 }
 
 /// Request retries inside object_store stay short: the delivery loop owns

@@ -12,16 +12,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::api::{self, AppState};
-use crate::collector;
+use crate::collect;
+use crate::collect::events;
+use crate::collect::{Fleet, FleetError};
 use crate::config::{Config, ConfigError, Secret, Target};
-use crate::delivery::Delivery;
-use crate::events;
-use crate::fleet::{Fleet, FleetError};
-use crate::metrics::{Metrics, ResultLabels};
+use crate::deliver::delivery::Delivery;
+use crate::deliver::sink;
+use crate::deliver::spool::{Quota, Spool, SpoolError};
 use crate::ring::Rings;
-use crate::sink;
 use crate::snapshot::Snapshots;
-use crate::spool::{Quota, Spool, SpoolError};
+use crate::telemetry::{Metrics, ResultLabels};
 use crate::trigger::{self, webhook::WebhookError, Gate, Triggers};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
@@ -107,7 +107,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     let token = load_token(&config)?;
     let extra_roots = crate::tls::ExtraRoots::load(config.tls.ca_file.as_deref())?;
     let notifier = match &options.systemd {
-        Some(sd) => match crate::systemd::Notifier::new(sd) {
+        Some(sd) => match crate::telemetry::systemd::Notifier::new(sd) {
             Ok(n) => Some(Arc::new(n)),
             Err(e) => {
                 warn!(error = %e, "NOTIFY_SOCKET is set but unusable; not notifying systemd");
@@ -181,8 +181,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     // configured targets (a configured name wins a clash).
     let (discovered_tx, mut discovered) = tokio::sync::watch::channel(Vec::new());
     let discovery = if config.kubernetes.enabled {
-        let http = crate::discovery::client(&config.kubernetes, &extra_roots).map_err(RunError::Discovery)?;
-        Some(tokio::spawn(crate::discovery::run(
+        let http = crate::kubernetes::discovery::client(&config.kubernetes, &extra_roots)
+            .map_err(RunError::Discovery)?;
+        Some(tokio::spawn(crate::kubernetes::discovery::run(
             config.kubernetes.clone(),
             http,
             discovered_tx,
@@ -376,7 +377,7 @@ async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, fleet: Arc<Fleet>
         let evicted = rings.expire(SystemTime::now());
         events::evicted(&metrics, &evicted);
         for name in fleet.names() {
-            collector::update_ring_gauges(&metrics, &rings, &name);
+            collect::update_ring_gauges(&metrics, &rings, &name);
         }
     }
 }
@@ -393,7 +394,7 @@ struct Reload<'a> {
 
 impl Reload<'_> {
     /// Records the configured targets plus the discovered ones.
-    fn targets(&self, configured: &[Target], discovered: &[Target]) -> Option<crate::fleet::Changes> {
+    fn targets(&self, configured: &[Target], discovered: &[Target]) -> Option<crate::collect::Changes> {
         let mut all = configured.to_vec();
         all.extend(
             discovered

@@ -24,13 +24,13 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::config::WebhookConfig;
 use super::events::{self, Suppressed};
 use super::gate::{Gate, Outcome};
 use crate::api::{constant_time_eq, ApiError, AppState};
+use crate::config::WebhookConfig;
 use crate::config::{Secret, Target};
-use crate::metrics::Metrics;
 use crate::snapshot::{Firing, SnapshotError, TriggerKind};
+use crate::telemetry::Metrics;
 
 /// An alert label naming the target outright, whatever the other labels say.
 pub const TARGET_LABEL: &str = "flightrec_target";

@@ -1,0 +1,16 @@
+//! Collect: one task per target streams trace windows off the wire into the ring.
+//!
+//! Takes in: the targets (configured, or discovered by [`crate::kubernetes`]),
+//! through [`Fleet::apply`]. Hands on: whole windows, validated and
+//! compressed, inserted into [`crate::ring::Rings`]. Owns: each target's HTTP
+//! client and collector task, its status, and the rule that the socket is
+//! always drained at full speed: parsing, compression and the ring happen in
+//! a separate task, and a window that cannot keep up is dropped, never read
+//! slowly.
+
+mod collector;
+pub mod events;
+mod fleet;
+
+pub use collector::{update_ring_gauges, Collector, SharedStatus, State, TargetStatus};
+pub use fleet::{Changes, Fleet, FleetError};

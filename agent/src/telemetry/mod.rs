@@ -1,0 +1,14 @@
+//! What the agent says about itself: the Prometheus registry, process metrics and systemd notifications.
+//!
+//! A leaf: it imports no stage. Each stage's notable events (one function
+//! that logs AND counts, so logs and metrics never disagree) live in that
+//! stage's `events.rs` and count through the families defined here.
+
+mod metrics;
+mod process;
+pub mod systemd;
+mod triggers;
+
+pub use metrics::*;
+pub use process::{max_fds, rusage, Freshness};
+pub use triggers::*;
