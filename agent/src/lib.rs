@@ -5,7 +5,7 @@
 //! [`ring`]; a [`trigger`] (or the [`api`], or [`kubernetes`]) asks
 //! [`snapshot`] to freeze a ring, which writes a [`bundle`] into the spool of
 //! [`deliver`], whose sinks take it away. [`config`], [`telemetry`],
-//! [`units`] and [`tls`] are leaves every stage may use; [`app`] wires the
+//! [`units`], [`secret`] and [`tls`] are leaves every stage may use; [`app`] wires the
 //! stages together and [`cli`] holds the client-side commands.
 
 pub mod api;
@@ -17,6 +17,7 @@ pub mod config;
 pub mod deliver;
 pub mod kubernetes;
 pub mod ring;
+pub mod secret;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;

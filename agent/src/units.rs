@@ -1,7 +1,7 @@
-//! Human units used in config and output: durations (`"5s"`) and byte sizes (`"64MiB"`).
+//! Human units used in config and output: durations (`"5s"`), byte sizes (`"64MiB"`) and times.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The longest duration any setting takes. The agent adds durations to
 /// instants and to each other (`window + read_timeout`, `threshold * 2`);
@@ -90,6 +90,23 @@ impl fmt::Display for Secs {
             write!(f, "{:.3}s", d.as_secs_f64())
         }
     }
+}
+
+/// RFC 3339 with microseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// `2026-11-29T03:46:02.123456Z` → `20261129T034602.123Z`: sortable and
+/// safe in file names and object keys.
+pub fn compact_time(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_millis(t).to_string();
+    s.chars().filter(|c| *c != '-' && *c != ':').collect()
+}
+
+/// Seconds since the Unix epoch, for sorting and metrics.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     fleet.apply(&config.targets)?;
     metrics
         .config_last_reload_success
-        .set(crate::bundle::unix_seconds(SystemTime::now()));
+        .set(crate::units::unix_seconds(SystemTime::now()));
     // Triggers stop as soon as shutdown begins: no new snapshot can start then.
     let triggers = Triggers::start(&config.triggers.triggers, &gate, &closing, &extra_roots);
 
@@ -475,7 +475,7 @@ impl Reload<'_> {
             .inc();
         self.metrics
             .config_last_reload_success
-            .set(crate::bundle::unix_seconds(SystemTime::now()));
+            .set(crate::units::unix_seconds(SystemTime::now()));
         running.targets = new.targets;
         running.triggers.triggers = new.triggers.triggers;
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use flightrec_proto::prost_types;
 use flightrec_proto::v1 as pb;
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ring::coverage;
 use crate::ring::window::{Span, Window};
+use crate::units::{compact_time, rfc3339};
 
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const MANIFEST_PB: &str = "manifest.pb";
@@ -98,18 +99,6 @@ pub struct WindowEntry {
     pub seq: u64,
     #[serde(default)]
     pub trimmed_bytes: u64,
-}
-
-/// RFC 3339 with microseconds, UTC.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_micros(t).to_string()
-}
-
-/// `2026-11-29T03:46:02.123456Z` → `20261129T034602.123Z`: sortable and
-/// safe in file names and object keys.
-pub fn compact_time(t: SystemTime) -> String {
-    let s = humantime::format_rfc3339_millis(t).to_string();
-    s.chars().filter(|c| *c != '-' && *c != ':').collect()
 }
 
 /// What a snapshot needs besides its windows.
@@ -511,9 +500,4 @@ fn json_value(v: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Object(m) => Kind::StructValue(json_struct(m)),
     };
     prost_types::Value { kind: Some(kind) }
-}
-
-/// Seconds since the Unix epoch, for sorting and metrics.
-pub fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }

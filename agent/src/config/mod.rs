@@ -19,6 +19,7 @@ pub mod table;
 mod targets;
 mod triggers;
 
+pub use crate::secret::Secret;
 pub use kubernetes::KubernetesConfig;
 pub use sections::{
     Log, LogFormat, Ring, Server, Snapshots, Tls, DEFAULT_SPOOL_MAX_BUNDLES, DEFAULT_SPOOL_MAX_BYTES,
@@ -77,25 +78,6 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// `[kubernetes]`: pods on this node that become targets.
     pub kubernetes: KubernetesConfig,
-}
-
-/// A secret string whose Debug and Display never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Secret(s)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// One problem in the config, with the key it concerns.

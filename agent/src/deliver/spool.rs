@@ -400,7 +400,7 @@ impl Spool {
             return;
         };
         r.in_flight.remove(sink);
-        let now = bundle::rfc3339(SystemTime::now());
+        let now = crate::units::rfc3339(SystemTime::now());
         let s = r.sinks.entry(sink.to_string()).or_insert_with(SinkState::pending);
         s.attempts += 1;
         s.last_attempt_at = Some(now.clone());

@@ -232,7 +232,7 @@ pub async fn run(
                 metrics.discovery_targets.set(targets.len() as i64);
                 metrics
                     .discovery_last_success
-                    .set(crate::bundle::unix_seconds(SystemTime::now()));
+                    .set(crate::units::unix_seconds(SystemTime::now()));
                 out.send_if_modified(|current| {
                     let changed = *current != targets;
                     if changed {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::bundle::{self, BundleMeta, BundleWriter, TargetInfo, Trigger};
+use crate::bundle::{BundleMeta, BundleWriter, TargetInfo, Trigger};
 use crate::config::Config;
 
 use crate::collect::Fleet;
@@ -209,7 +209,7 @@ impl Snapshots {
                 phase: Phase::Recording,
                 trigger_kind: firing.kind,
                 reason: firing.reason.clone(),
-                fired_at: bundle::rfc3339(firing.fired_at),
+                fired_at: crate::units::rfc3339(firing.fired_at),
                 path: None,
                 error: None,
             });
@@ -355,7 +355,7 @@ impl Snapshots {
             trigger: Trigger {
                 kind: firing.kind.as_str().into(),
                 reason: firing.reason.clone(),
-                fired_at: bundle::rfc3339(firing.fired_at),
+                fired_at: crate::units::rfc3339(firing.fired_at),
                 details: firing.details.clone(),
             },
             post_trigger_seconds: self.post_trigger.as_secs_f64(),
@@ -471,7 +471,7 @@ fn write_windows(
 fn new_id(at: SystemTime, target: &str) -> String {
     format!(
         "{}-{}-{:04x}",
-        bundle::compact_time(at),
+        crate::units::compact_time(at),
         target,
         rand::random::<u16>()
     )

@@ -145,7 +145,7 @@ impl Collector for ProcessCollector {
             "process_start_time",
             "Start time of the agent since the Unix epoch",
             Some(&Unit::Seconds),
-            crate::bundle::unix_seconds(self.started),
+            crate::units::unix_seconds(self.started),
         )?;
         Ok(())
     }

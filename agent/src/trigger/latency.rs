@@ -16,9 +16,9 @@ use tracing::{error, info};
 
 use super::events::{self, ErrorLog, Suppressed};
 use super::gate::{Gate, Outcome as GateOutcome};
-use crate::bundle::rfc3339;
 use crate::config::{LatencyRule, TriggerConfig};
 use crate::snapshot::{Firing, SnapshotError, TriggerKind};
+use crate::units::rfc3339;
 use crate::units::Secs;
 
 /// A probe reads at most this much of the answer: the latency of a huge

@@ -1,0 +1,54 @@
+//! `GET /v1/targets`: every target, its collector's state and its ring.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+pub(super) async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .fleet
+        .list()
+        .into_iter()
+        .map(|(t, status)| {
+            let st = Some(status);
+            let ring = state.rings.status(&t.name).unwrap_or_default();
+            json!({
+                "name": t.name,
+                "url": t.public_url(),
+                "labels": t.labels,
+                "window_seconds": st.as_ref().map_or(t.window, |s| s.window).as_secs_f64(),
+                "configured_window_seconds": t.window.as_secs_f64(),
+                "state": st.as_ref().map(|s| s.state.as_str()),
+                "go_version": st.as_ref().and_then(|s| s.go_version.clone()),
+                "windows_kept": st.as_ref().map_or(0, |s| s.windows_kept),
+                "consecutive_failures": st.as_ref().map_or(0, |s| s.consecutive_failures),
+                "last_window_at": st.as_ref().and_then(|s| s.last_window_at).map(crate::units::rfc3339),
+                "last_error": st.as_ref().and_then(|s| s.last_error.as_ref()).map(|(at, e)| json!({
+                    "at": crate::units::rfc3339(*at), "message": e,
+                })),
+                "ring": {
+                    "windows": ring.windows,
+                    "bytes": ring.stored_bytes,
+                    "raw_bytes": ring.raw_bytes,
+                    "oldest": ring.oldest.map(crate::units::rfc3339),
+                    "newest": ring.newest.map(crate::units::rfc3339),
+                    "coverage": ring.coverage,
+                    "max_age_seconds": t.max_age.as_secs_f64(),
+                    "max_bytes": t.max_bytes,
+                    "max_windows": t.max_windows,
+                },
+            })
+        })
+        .collect();
+    Json(json!({
+        "targets": list,
+        "ring": {
+            "bytes": state.rings.total_bytes(),
+            "max_bytes": state.rings.global_max_bytes(),
+        },
+    }))
+}

@@ -1,0 +1,227 @@
+//! The notifications Alertmanager (webhook payload version 4) and Grafana post, and how they are read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+
+use crate::snapshot::TriggerKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Alertmanager,
+    Grafana,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Alertmanager => "alertmanager",
+            Source::Grafana => "grafana",
+        }
+    }
+
+    pub fn kind(self) -> TriggerKind {
+        match self {
+            Source::Alertmanager => TriggerKind::Alertmanager,
+            Source::Grafana => TriggerKind::Grafana,
+        }
+    }
+}
+
+/// Go marshals a nil map or slice as `null`; read it as empty.
+fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+/// One notification: Alertmanager's webhook payload (version 4), which
+/// Grafana's webhook contact point extends with a few fields of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    #[serde(default, deserialize_with = "nullable")]
+    pub version: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub group_key: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub status: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub receiver: String,
+    pub alerts: Vec<Alert>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub group_labels: Labels,
+    #[serde(default, deserialize_with = "nullable")]
+    pub common_labels: Labels,
+    #[serde(default, deserialize_with = "nullable", rename = "externalURL")]
+    pub external_url: String,
+    #[serde(default)]
+    pub truncated_alerts: u64,
+    /// Grafana only.
+    #[serde(default)]
+    pub org_id: Option<i64>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub status: Status,
+    #[serde(deserialize_with = "nullable")]
+    pub labels: Labels,
+    #[serde(default, deserialize_with = "nullable")]
+    pub annotations: Labels,
+    #[serde(default, deserialize_with = "nullable")]
+    pub starts_at: String,
+    #[serde(default, deserialize_with = "nullable", rename = "generatorURL")]
+    pub generator_url: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub fingerprint: String,
+    /// Grafana only: the values of the rule's queries and expressions.
+    #[serde(default)]
+    pub values: Option<BTreeMap<String, f64>>,
+}
+
+impl Alert {
+    pub fn name(&self) -> &str {
+        self.labels
+            .get("alertname")
+            .map_or("(no alertname)", String::as_str)
+    }
+
+    /// The sender's fingerprint; Alertmanager before 0.19 sent none, so then
+    /// one computed from the labels, which is what Alertmanager hashes too.
+    pub fn fingerprint(&self) -> String {
+        if !self.fingerprint.is_empty() {
+            return self.fingerprint.clone();
+        }
+        let mut h = Sha256::new();
+        for (k, v) in &self.labels {
+            h.update(k.as_bytes());
+            h.update([0xff]);
+            h.update(v.as_bytes());
+            h.update([0xff]);
+        }
+        hex::encode(&h.finalize()[..8])
+    }
+}
+
+/// Parses a notification, saying what is wrong with it.
+pub fn parse(source: Source, body: &[u8]) -> Result<Notification, String> {
+    // serde would read a JSON array as a struct's fields in order, and say
+    // "invalid length" about it; the payload is an object, say that.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(format!(
+                "invalid {} payload: expected a JSON object",
+                source.as_str()
+            ))
+        }
+        None => return Err(format!("invalid {} payload: the body is empty", source.as_str())),
+    }
+    let n: Notification = serde_json::from_slice(body).map_err(|e| {
+        let hint = match source {
+            Source::Grafana if e.to_string().contains("`alerts`") => {
+                " (Grafana's legacy alerting payload is not supported; use a webhook contact point of Grafana Alerting)"
+            }
+            _ => "",
+        };
+        format!("invalid {} payload: {e}{hint}", source.as_str())
+    })?;
+    if source == Source::Alertmanager && n.version != "4" {
+        return Err(format!(
+            "payload version {:?} is not supported: flightrec reads Alertmanager's webhook payload version \"4\"",
+            n.version
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn data(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/webhooks")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn real_alertmanager_payloads_parse() {
+        let n = parse(Source::Alertmanager, &data("alertmanager-0.25-firing.json")).expect("firing");
+        assert_eq!(n.version, "4");
+        assert_eq!(n.alerts.len(), 1);
+        let a = &n.alerts[0];
+        assert_eq!(a.status, Status::Firing);
+        assert_eq!(a.name(), "FixtureSlow");
+        assert_eq!(a.fingerprint(), "a86b9db496aef75e");
+        assert_eq!(a.labels["instance"], "127.0.0.1:46611");
+        assert!(n.group_key.contains("FixtureSlow"));
+        let r = parse(Source::Alertmanager, &data("alertmanager-0.25-resolved.json")).expect("resolved");
+        assert_eq!(r.alerts[0].status, Status::Resolved);
+        assert_eq!(r.alerts[0].fingerprint, a.fingerprint, "the same alert");
+    }
+
+    #[test]
+    fn grafana_payload_parses_with_its_own_fields() {
+        let n = parse(Source::Grafana, &data("grafana-firing.json")).expect("grafana");
+        assert_eq!(n.org_id, Some(1));
+        assert_eq!(n.alerts.len(), 2);
+        assert_eq!(n.alerts[0].values.as_ref().and_then(|v| v.get("A")), Some(&0.734));
+        assert_eq!(n.alerts[1].values, None, "null values");
+        assert_eq!(n.alerts[1].status, Status::Resolved);
+    }
+
+    #[test]
+    fn malformed_payloads_say_why() {
+        let e = parse(
+            Source::Alertmanager,
+            b"{\"version\":\"4\",\"alerts\":[{\"status\":\"pending\",\"labels\":{}}]}",
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown variant `pending`"), "{e}");
+        let e = parse(Source::Alertmanager, b"{\"version\":\"3\",\"alerts\":[]}").unwrap_err();
+        assert!(e.contains("version \"3\" is not supported"), "{e}");
+        let e = parse(Source::Alertmanager, b"{\"alerts\":").unwrap_err();
+        assert!(e.contains("EOF while parsing"), "{e}");
+        let e = parse(Source::Alertmanager, b" [\"4\", \"k\"]").unwrap_err();
+        assert!(e.ends_with("expected a JSON object"), "{e}");
+        let e = parse(Source::Grafana, b" \n").unwrap_err();
+        assert!(e.ends_with("the body is empty"), "{e}");
+        let e = parse(Source::Grafana, b"{\"ruleName\":\"x\",\"evalMatches\":[]}").unwrap_err();
+        assert!(
+            e.contains("missing field `alerts`") && e.contains("legacy"),
+            "{e}"
+        );
+        let e = parse(
+            Source::Alertmanager,
+            b"{\"version\":\"4\",\"alerts\":[{\"status\":\"firing\",\"labels\":{\"a\":1}}]}",
+        )
+        .unwrap_err();
+        assert!(e.contains("invalid type: integer"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_is_computed_from_labels_when_absent() {
+        let mut a: Alert =
+            serde_json::from_str(r#"{"status":"firing","labels":{"b":"2","a":"1"}}"#).expect("alert");
+        let f = a.fingerprint();
+        assert_eq!(f.len(), 16);
+        a.labels.insert("c".into(), "3".into());
+        assert_ne!(a.fingerprint(), f);
+    }
+}
