@@ -133,12 +133,7 @@ impl Fleet {
                 (None, Some(client)) => {
                     let evicted = self.rings.set_target(t);
                     events::evicted(&self.metrics, &evicted);
-                    let l = self.start(
-                        t,
-                        client,
-                        super::collector::new_status(t),
-                        Arc::new(AtomicU64::new(0)),
-                    );
+                    let l = self.start(t, client, super::new_status(t), Arc::new(AtomicU64::new(0)));
                     live.insert(t.name.clone(), l);
                     changes.added.push(t.name.clone());
                 }

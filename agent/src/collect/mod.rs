@@ -11,6 +11,10 @@
 mod collector;
 pub mod events;
 mod fleet;
+mod process;
+mod status;
 
-pub use collector::{update_ring_gauges, Collector, SharedStatus, State, TargetStatus};
+pub use collector::Collector;
 pub use fleet::{Changes, Fleet, FleetError};
+pub use process::update_ring_gauges;
+pub use status::{new_status, SharedStatus, State, TargetStatus};

@@ -4,7 +4,10 @@
 //! trace bytes. A frozen window evicted from its ring stays alive (and in
 //! memory) until the snapshot that holds it is written.
 
+mod blocks;
 pub mod window;
+
+pub use blocks::{compress, Builder, BLOCK};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,179 @@
+//! The manifest: what a bundle holds, as `manifest.json` and (the same data) `manifest.pb`.
+
+use std::collections::BTreeMap;
+
+use flightrec_proto::prost_types;
+use flightrec_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub id: String,
+    pub agent_version: String,
+    #[serde(default)]
+    pub agent_host: String,
+    pub created_at: String,
+    pub target: TargetInfo,
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub post_trigger_seconds: f64,
+    #[serde(default)]
+    pub post_trigger_complete: bool,
+    #[serde(default)]
+    pub coverage: Option<CoverageInfo>,
+    pub windows: Vec<WindowEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetInfo {
+    pub name: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Trigger {
+    /// manual | latency | metric | alertmanager | grafana
+    pub kind: String,
+    pub reason: String,
+    pub fired_at: String,
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CoverageInfo {
+    pub span_seconds: f64,
+    pub covered_seconds: f64,
+    pub ratio: f64,
+    pub max_gap_seconds: f64,
+    pub clock: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowEntry {
+    pub file: String,
+    pub start: String,
+    pub end: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub go_version: String,
+    pub complete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<String>,
+    pub clock: String,
+    #[serde(default)]
+    pub trace_start_ns: u64,
+    #[serde(default)]
+    pub trace_end_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_before_seconds: Option<f64>,
+    #[serde(default)]
+    pub batches: u32,
+    #[serde(default)]
+    pub generations: u32,
+    #[serde(default)]
+    pub requested_at: String,
+    #[serde(default)]
+    pub received_at: String,
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub trimmed_bytes: u64,
+}
+
+impl Manifest {
+    pub fn to_proto(&self) -> pb::Manifest {
+        pb::Manifest {
+            id: self.id.clone(),
+            agent_version: self.agent_version.clone(),
+            target: Some(pb::Target {
+                name: self.target.name.clone(),
+                url: self.target.url.clone(),
+                labels: self.target.labels.clone().into_iter().collect(),
+            }),
+            trigger: Some(pb::Trigger {
+                kind: self.trigger.kind.clone(),
+                reason: self.trigger.reason.clone(),
+                fired_at: self.trigger.fired_at.clone(),
+                details: match &self.trigger.details {
+                    serde_json::Value::Object(m) => Some(json_struct(m)),
+                    _ => None,
+                },
+            }),
+            windows: self
+                .windows
+                .iter()
+                .map(|w| pb::Window {
+                    file: w.file.clone(),
+                    start: w.start.clone(),
+                    end: w.end.clone(),
+                    bytes: w.bytes,
+                    sha256: w.sha256.clone(),
+                    go_version: w.go_version.clone(),
+                    complete: w.complete,
+                    truncation: w.truncation.clone().unwrap_or_default(),
+                    clock: w.clock.clone(),
+                    trace_start_ns: w.trace_start_ns,
+                    trace_end_ns: w.trace_end_ns,
+                    gap_before_seconds: w.gap_before_seconds.unwrap_or(-1.0),
+                    batches: w.batches,
+                    generations: w.generations,
+                    requested_at: w.requested_at.clone(),
+                    received_at: w.received_at.clone(),
+                    seq: w.seq,
+                    trimmed_bytes: w.trimmed_bytes,
+                })
+                .collect(),
+            created_at: self.created_at.clone(),
+            coverage: self.coverage.as_ref().map(|c| pb::Coverage {
+                span_seconds: c.span_seconds,
+                covered_seconds: c.covered_seconds,
+                ratio: c.ratio,
+                max_gap_seconds: c.max_gap_seconds,
+                clock: c.clock.clone(),
+            }),
+            agent_host: self.agent_host.clone(),
+            post_trigger_complete: self.post_trigger_complete,
+            post_trigger_seconds: self.post_trigger_seconds,
+        }
+    }
+
+    /// The window holding the trigger moment (the one to open first), else
+    /// the last one. Times share one format, so text order is time order.
+    pub fn trigger_window(&self) -> Option<&WindowEntry> {
+        let fired = self.trigger.fired_at.as_str();
+        self.windows
+            .iter()
+            .find(|w| w.start.as_str() <= fired && fired <= w.end.as_str())
+            .or_else(|| self.windows.iter().find(|w| w.start.as_str() >= fired))
+            .or(self.windows.last())
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.windows.iter().map(|w| w.bytes).sum()
+    }
+}
+
+fn json_struct(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.iter().map(|(k, v)| (k.clone(), json_value(v))).collect(),
+    }
+}
+
+fn json_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_value).collect(),
+        }),
+        serde_json::Value::Object(m) => Kind::StructValue(json_struct(m)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}

@@ -1,0 +1,191 @@
+//! The atomic bundle writer: every file written aside and fsynced, then the directory renamed into place.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use flightrec_proto::Message;
+use sha2::{Digest, Sha256};
+
+use super::{
+    BundleError, CoverageInfo, Manifest, TargetInfo, Trigger, WindowEntry, MANIFEST_JSON, MANIFEST_PB,
+};
+use crate::ring::coverage;
+use crate::ring::window::{Span, Window};
+use crate::units::{compact_time, rfc3339};
+
+/// What a snapshot needs besides its windows.
+#[derive(Debug, Clone)]
+pub struct BundleMeta {
+    pub id: String,
+    pub target: TargetInfo,
+    pub trigger: Trigger,
+    pub post_trigger_seconds: f64,
+    pub post_trigger_complete: bool,
+}
+
+/// Assembles one bundle in `tmp`: window files as their windows come (a
+/// snapshot writes the frozen ring while it still records post-trigger
+/// windows), then both manifests. Keeps only what the manifest needs of a
+/// window, so a written window's bytes can be freed at once. The caller
+/// renames `tmp` into place.
+pub struct BundleWriter {
+    tmp: PathBuf,
+    id: String,
+    entries: Vec<WindowEntry>,
+    spans: Vec<Span>,
+    prev_end: Option<u64>,
+}
+
+impl BundleWriter {
+    /// Creates `tmp` (and its parents).
+    pub fn create(tmp: &Path, id: &str) -> Result<BundleWriter, BundleError> {
+        let w = BundleWriter {
+            tmp: tmp.to_path_buf(),
+            id: id.to_string(),
+            entries: Vec::new(),
+            spans: Vec::new(),
+            prev_end: None,
+        };
+        fs::create_dir_all(tmp).map_err(|e| w.fail(e))?;
+        Ok(w)
+    }
+
+    fn fail(&self, source: io::Error) -> BundleError {
+        if source.kind() == io::ErrorKind::StorageFull {
+            BundleError::DiskFull {
+                id: self.id.clone(),
+                dir: self
+                    .tmp
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(&self.tmp)
+                    .to_path_buf(),
+                source,
+            }
+        } else {
+            BundleError::Write {
+                id: self.id.clone(),
+                dir: self.tmp.clone(),
+                source,
+            }
+        }
+    }
+
+    /// Windows written so far.
+    pub fn windows(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Writes the next window (in time order) as a plain trace and fsyncs it.
+    pub fn add(&mut self, w: &Window) -> Result<(), BundleError> {
+        let (start, end, clock) = w.wall_span();
+        let file = format!("{:04}-{}.trace", self.entries.len() + 1, compact_time(start));
+        let (bytes, sha256) =
+            write_synced(&self.tmp.join(&file), |out| w.write_trace(out)).map_err(|e| self.fail(e))?;
+        let gap = match (self.prev_end, w.info.start_ns()) {
+            (Some(p), Some(s)) if s >= p => Some((s - p) as f64 / 1e9),
+            _ => None,
+        };
+        self.prev_end = w.info.end_ns();
+        self.spans.push(w.span());
+        self.entries.push(WindowEntry {
+            file,
+            start: rfc3339(start),
+            end: rfc3339(end),
+            bytes,
+            sha256,
+            go_version: w.info.version.to_string(),
+            complete: w.is_complete(),
+            truncation: w.truncation.as_ref().map(|t| t.label().to_string()),
+            clock: clock.as_str().into(),
+            trace_start_ns: w.info.start_ns().unwrap_or(0),
+            trace_end_ns: w.info.end_ns().unwrap_or(0),
+            gap_before_seconds: gap,
+            batches: w.info.batches,
+            generations: w.info.generations,
+            requested_at: rfc3339(w.requested_at),
+            received_at: rfc3339(w.received_at),
+            seq: w.seq,
+            trimmed_bytes: w.trimmed_bytes,
+        });
+        Ok(())
+    }
+
+    /// Writes both manifests and fsyncs the directory; returns the manifest.
+    pub fn finish(mut self, meta: &BundleMeta) -> Result<Manifest, BundleError> {
+        let cov = coverage(self.spans.iter().copied()).map(|c| CoverageInfo {
+            span_seconds: c.span.as_secs_f64(),
+            covered_seconds: c.covered.as_secs_f64(),
+            ratio: c.ratio,
+            max_gap_seconds: c.max_gap.as_secs_f64(),
+            clock: if c.target_clock { "target" } else { "agent" }.into(),
+        });
+        let manifest = Manifest {
+            id: meta.id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            agent_host: host_name(),
+            created_at: rfc3339(SystemTime::now()),
+            target: meta.target.clone(),
+            trigger: meta.trigger.clone(),
+            post_trigger_seconds: meta.post_trigger_seconds,
+            post_trigger_complete: meta.post_trigger_complete,
+            coverage: cov,
+            windows: std::mem::take(&mut self.entries),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| self.fail(io::Error::other(e)))?;
+        write_synced(&self.tmp.join(MANIFEST_JSON), |out| out.write_all(&json)).map_err(|e| self.fail(e))?;
+        let pb = manifest.to_proto().encode_to_vec();
+        write_synced(&self.tmp.join(MANIFEST_PB), |out| out.write_all(&pb)).map_err(|e| self.fail(e))?;
+        sync_dir(&self.tmp).map_err(|e| self.fail(e))?;
+        Ok(manifest)
+    }
+}
+
+/// Writes a file through a buffer while hashing it, then fsyncs it.
+fn write_synced(
+    path: &Path,
+    body: impl FnOnce(&mut HashingWriter<BufWriter<&File>>) -> io::Result<()>,
+) -> io::Result<(u64, String)> {
+    let file = File::create(path)?;
+    let mut out = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, &file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    body(&mut out)?;
+    out.inner.flush()?;
+    let (bytes, digest) = (out.bytes, hex::encode(out.hasher.finalize()));
+    file.sync_all()?;
+    Ok((bytes, digest))
+}
+
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// fsync a directory so a rename or new file in it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

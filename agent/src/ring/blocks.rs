@@ -1,0 +1,403 @@
+//! How a window's bytes are held: 1 MiB blocks, each compressed on the blocking pool as it fills, recycled when freed.
+//!
+//! While a window streams in, a [`Builder`] copies it into blocks and
+//! compresses each full block on the blocking pool, so the raw trace is never
+//! held whole: memory in flight is a block or two, plus compressed blocks the
+//! ring has already reserved room for.
+
+use std::cell::RefCell;
+use std::io::{self};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::task::JoinHandle;
+
+use super::window::Window;
+use crate::config::Compression;
+
+/// Raw bytes per block. Large enough for zstd to find the repetition in a
+/// trace, small enough that a few blocks in flight cost little memory.
+pub const BLOCK: usize = 1 << 20;
+
+thread_local! {
+    /// One zstd context per thread. A new context for every block allocated
+    /// and faulted in its tables each time: about a third of the cost of
+    /// compressing.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// A decompression context and a block's worth of output buffer per thread.
+    static DECOMPRESSOR: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// Compresses one block. Level 1: the ring holds data for a minute, so speed
+/// matters more than the last few percent of ratio.
+pub fn compress(raw: &[u8]) -> io::Result<Bytes> {
+    COMPRESSOR.with_borrow_mut(|c| {
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(1)?),
+        };
+        let mut out = c.compress(raw)?;
+        // The output buffer was sized for the worst case, a whole block.
+        out.shrink_to_fit();
+        Ok(Bytes::from(out))
+    })
+}
+
+/// Decompresses one block (at most [`BLOCK`] bytes) and hands it to `f`.
+pub(super) fn decompress<T>(block: &[u8], f: impl FnOnce(&[u8]) -> io::Result<T>) -> io::Result<T> {
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        let (d, buf) = match d {
+            Some(d) => d,
+            None => d.insert((zstd::bulk::Decompressor::new()?, Vec::with_capacity(BLOCK))),
+        };
+        buf.clear();
+        d.decompress_to_buffer(block, buf)?;
+        f(buf)
+    })
+}
+
+/// Raw blocks handed back by windows that left memory and by blocks once
+/// compressed, so the next blocks reuse memory that is already mapped: a
+/// fresh 1 MiB block costs 256 page faults, each a zeroed page, which was
+/// the largest cost of recording without compression. Process-wide, like the
+/// allocator it stands in front of; at most [`POOL_BLOCKS`] blocks.
+static POOL: parking_lot::Mutex<Vec<BytesMut>> = parking_lot::const_mutex(Vec::new());
+
+const POOL_BLOCKS: usize = 8;
+
+fn take_block() -> BytesMut {
+    POOL.lock()
+        .pop()
+        .unwrap_or_else(|| BytesMut::with_capacity(BLOCK))
+}
+
+fn recycle(mut block: BytesMut) {
+    if block.capacity() >= BLOCK {
+        block.clear();
+        let mut free = POOL.lock();
+        if free.len() < POOL_BLOCKS {
+            free.push(block);
+        }
+    }
+}
+
+/// Gives a block's memory back to the pool if nothing else holds it.
+pub(super) fn give_back(block: Bytes) {
+    if let Ok(m) = block.try_into_mut() {
+        recycle(m);
+    }
+}
+
+enum Block {
+    Ready(Bytes),
+    Compressing(JoinHandle<io::Result<Bytes>>),
+}
+
+/// Accumulates a streaming window into stored blocks.
+pub struct Builder {
+    compression: Compression,
+    open: BytesMut,
+    /// Sealed blocks in stream order, each with its raw length.
+    sealed: Vec<(Block, usize)>,
+    raw_len: usize,
+    /// Raw blocks of windows evicted to make room for this one, used before
+    /// any new memory.
+    spare: Vec<BytesMut>,
+}
+
+impl Builder {
+    pub fn new(compression: Compression) -> Self {
+        Builder {
+            compression,
+            open: BytesMut::new(),
+            sealed: Vec::new(),
+            raw_len: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes the raw blocks of windows evicted to make room for this one.
+    /// Without compression a full ring evicts a whole window at a time, far
+    /// more than the pool keeps; reusing them here means a full ring records
+    /// into memory it already has instead of faulting in new pages (which
+    /// was a third of the agent's CPU at 20 MB/s). They stay within the
+    /// budget: they are the room just freed, which this window fills again.
+    pub fn reuse(&mut self, evicted: Vec<Arc<Window>>) {
+        for w in evicted {
+            if let Ok(mut w) = Arc::try_unwrap(w) {
+                for block in w.stored.drain(..) {
+                    match block.try_into_mut() {
+                        Ok(m) if m.capacity() >= BLOCK => self.spare.push(m),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends bytes; full blocks are sealed and handed to the blocking pool.
+    pub fn push(&mut self, mut data: &[u8]) {
+        self.raw_len += data.len();
+        while !data.is_empty() {
+            if self.open.capacity() == 0 {
+                self.open = match self.spare.pop() {
+                    Some(mut b) => {
+                        b.clear();
+                        b
+                    }
+                    None => take_block(),
+                };
+            }
+            let take = (BLOCK - self.open.len()).min(data.len());
+            self.open.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.open.len() >= BLOCK {
+                self.seal();
+            }
+        }
+        self.collect_finished();
+    }
+
+    fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let open = std::mem::take(&mut self.open);
+        let len = open.len();
+        let block = match self.compression {
+            // A short last block would hold a whole block's memory in the
+            // ring (all of it resident, if it came from the pool): keep a
+            // copy of just its bytes.
+            Compression::None if len < BLOCK / 2 => {
+                let exact = Bytes::copy_from_slice(&open);
+                recycle(open);
+                Block::Ready(exact)
+            }
+            Compression::None => Block::Ready(open.freeze()),
+            Compression::Zstd => {
+                let raw = open.freeze();
+                Block::Compressing(tokio::task::spawn_blocking(move || {
+                    let out = compress(&raw);
+                    give_back(raw);
+                    out
+                }))
+            }
+        };
+        self.sealed.push((block, len));
+    }
+
+    /// Takes the results of compressions that are done, so their raw input
+    /// is freed and their size known.
+    fn collect_finished(&mut self) {
+        for (block, _) in &mut self.sealed {
+            if let Block::Compressing(handle) = block {
+                if handle.is_finished() {
+                    if let Some(Ok(Ok(bytes))) = handle.now_or_never() {
+                        *block = Block::Ready(bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Raw bytes received so far.
+    pub fn raw_len(&self) -> usize {
+        self.raw_len
+    }
+
+    /// Raw bytes waiting to be stored: the open block and blocks still
+    /// compressing. When this grows, compression is not keeping up.
+    pub fn backlog(&self) -> usize {
+        let compressing: usize = self
+            .sealed
+            .iter()
+            .filter(|(b, _)| matches!(b, Block::Compressing(_)))
+            .map(|(_, len)| *len)
+            .sum();
+        self.open.len() + compressing
+    }
+
+    /// Bytes of finished stored blocks: what the ring must make room for.
+    pub fn stored_len(&self) -> usize {
+        self.sealed
+            .iter()
+            .filter_map(|(b, _)| match b {
+                Block::Ready(bytes) => Some(bytes.len()),
+                Block::Compressing(_) => None,
+            })
+            .sum()
+    }
+
+    /// Waits for every block and cuts the stream to its first `keep` bytes.
+    pub async fn finish(mut self, keep: usize) -> io::Result<Vec<Bytes>> {
+        self.seal();
+        for b in self.spare.drain(..) {
+            recycle(b);
+        }
+        let compression = self.compression;
+        let mut out = Vec::with_capacity(self.sealed.len());
+        let mut start = 0usize;
+        for (block, len) in self.sealed {
+            if start >= keep {
+                break;
+            }
+            let bytes = match block {
+                Block::Ready(b) => b,
+                Block::Compressing(h) => h.await.map_err(io::Error::other)??,
+            };
+            if start + len <= keep {
+                out.push(bytes);
+            } else {
+                let part = keep - start;
+                let cut = match compression {
+                    Compression::None => bytes.slice(..part),
+                    // Rare (a cut stream): decompress the one block the cut
+                    // falls in and store its kept part compressed again.
+                    Compression::Zstd => tokio::task::spawn_blocking(move || {
+                        decompress(&bytes, |raw| compress(&raw[..part.min(raw.len())]))
+                    })
+                    .await
+                    .map_err(io::Error::other)??,
+                };
+                out.push(cut);
+            }
+            start += len;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Compressible but not trivial, like a trace.
+        (0..len)
+            .map(|i| ((i * 7) % 251) as u8 ^ ((i / 4096) as u8))
+            .collect()
+    }
+
+    fn unpack(compression: Compression, blocks: Vec<Bytes>) -> Vec<u8> {
+        let w = Window {
+            target: "t".into(),
+            seq: 1,
+            requested_at: SystemTime::now(),
+            received_at: SystemTime::now(),
+            info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+            truncation: None,
+            trimmed_bytes: 0,
+            raw_len: 0,
+            stored: blocks,
+            compression,
+        };
+        let mut out = Vec::new();
+        w.write_trace(&mut out).expect("write");
+        out
+    }
+
+    #[tokio::test]
+    async fn blocks_round_trip_whole_and_cut_anywhere() {
+        let data = sample(3 * BLOCK + 12_345);
+        for compression in [Compression::Zstd, Compression::None] {
+            for keep in [data.len(), 2 * BLOCK + 77, BLOCK, 5] {
+                let mut b = Builder::new(compression);
+                for piece in data.chunks(16_384 + 3) {
+                    b.push(piece);
+                }
+                assert_eq!(b.raw_len(), data.len());
+                let blocks = b.finish(keep).await.expect("finish");
+                let stored: usize = blocks.iter().map(Bytes::len).sum();
+                if compression == Compression::Zstd && keep > BLOCK {
+                    assert!(stored < keep / 2, "compressed {stored} of {keep}");
+                }
+                assert_eq!(
+                    unpack(compression, blocks),
+                    data[..keep],
+                    "{compression:?} keep {keep}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_evicted_window_s_blocks_are_recorded_into_unless_a_snapshot_holds_it() {
+        let data = sample(3 * BLOCK);
+        let evicted = || async {
+            let mut b = Builder::new(Compression::None);
+            b.push(&data);
+            let w = Window {
+                target: "t".into(),
+                seq: 1,
+                requested_at: SystemTime::now(),
+                received_at: SystemTime::now(),
+                info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+                truncation: None,
+                trimmed_bytes: 0,
+                raw_len: data.len() as u64,
+                stored: b.finish(data.len()).await.expect("finish"),
+                compression: Compression::None,
+            };
+            Arc::new(w)
+        };
+        let mut next = Builder::new(Compression::None);
+        next.reuse(vec![evicted().await]);
+        assert_eq!(next.spare.len(), 3);
+        next.push(&data[..BLOCK + 10]);
+        assert_eq!(next.spare.len(), 1, "two blocks taken from the evicted window");
+        let blocks = next.finish(BLOCK + 10).await.expect("finish");
+        assert_eq!(unpack(Compression::None, blocks), data[..BLOCK + 10]);
+
+        // A snapshot still holding the window keeps its bytes intact.
+        let held = evicted().await;
+        let snapshot = held.clone();
+        let mut next = Builder::new(Compression::None);
+        next.reuse(vec![held]);
+        assert!(next.spare.is_empty());
+        let mut copy = Vec::new();
+        snapshot.write_trace(&mut copy).expect("write");
+        assert_eq!(copy, data);
+    }
+
+    #[test]
+    fn the_block_pool_is_bounded_and_never_takes_memory_still_in_use() {
+        let live = Bytes::from(vec![7u8; BLOCK]);
+        let kept = live.clone();
+        give_back(live);
+        for _ in 0..3 * POOL_BLOCKS {
+            recycle(BytesMut::with_capacity(BLOCK));
+        }
+        assert!(POOL.lock().len() <= POOL_BLOCKS);
+        let mut taken: Vec<BytesMut> = (0..POOL_BLOCKS + 1).map(|_| take_block()).collect();
+        for b in &mut taken {
+            b.extend_from_slice(&[0u8; 4096]);
+        }
+        assert!(
+            kept.iter().all(|b| *b == 7),
+            "a block still referenced was reused"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compressed_blocks_are_counted_and_their_raw_bytes_freed_while_streaming() {
+        let data = sample(3 * BLOCK);
+        let mut b = Builder::new(Compression::Zstd);
+        b.push(&data);
+        // Three sealed blocks, some perhaps already compressed.
+        assert!(b.backlog() <= 3 * BLOCK);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.backlog() > 0 {
+            assert!(std::time::Instant::now() < deadline, "compression never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            b.push(&[]);
+        }
+        // Before the window ends the ring can already be told its real size.
+        let stored = b.stored_len();
+        assert!(stored > 0 && stored < BLOCK, "{stored}");
+        let blocks = b.finish(data.len()).await.expect("finish");
+        assert_eq!(blocks.iter().map(Bytes::len).sum::<usize>(), stored);
+    }
+}
