@@ -1,5 +1,8 @@
 //! Where the agent's life begins and ends: wires config to collectors, rings, snapshots and the API.
 
+mod reload;
+
+use reload::Reload;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,13 +18,13 @@ use crate::api::{self, AppState};
 use crate::collect;
 use crate::collect::events;
 use crate::collect::{Fleet, FleetError};
-use crate::config::{Config, ConfigError, Secret, Target};
+use crate::config::{Config, ConfigError, Secret};
 use crate::deliver::delivery::Delivery;
 use crate::deliver::sink;
 use crate::deliver::spool::{Quota, Spool, SpoolError};
 use crate::ring::Rings;
 use crate::snapshot::Snapshots;
-use crate::telemetry::{Metrics, ResultLabels};
+use crate::telemetry::Metrics;
 use crate::trigger::{self, webhook::WebhookError, Gate, Triggers};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
@@ -379,104 +382,5 @@ async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, fleet: Arc<Fleet>
         for name in fleet.names() {
             collect::update_ring_gauges(&metrics, &rings, &name);
         }
-    }
-}
-
-/// What a reload can change while the agent runs: the targets (collectors,
-/// rings, what alerts select) and the `[[triggers]]`. Everything else is
-/// read once at startup and needs a restart; a reload that changes it says so.
-struct Reload<'a> {
-    fleet: &'a Fleet,
-    triggers: &'a Triggers,
-    webhooks: &'a crate::trigger::webhook::Webhooks,
-    metrics: &'a Metrics,
-}
-
-impl Reload<'_> {
-    /// Records the configured targets plus the discovered ones.
-    fn targets(&self, configured: &[Target], discovered: &[Target]) -> Option<crate::collect::Changes> {
-        let mut all = configured.to_vec();
-        all.extend(
-            discovered
-                .iter()
-                .filter(|d| !configured.iter().any(|c| c.name == d.name))
-                .cloned(),
-        );
-        match self.fleet.apply(&all) {
-            Ok(changes) => {
-                self.webhooks.set_targets(&all);
-                if !changes.is_empty() {
-                    info!(
-                        added = ?changes.added, removed = ?changes.removed, restarted = ?changes.restarted,
-                        updated = ?changes.updated, "targets changed"
-                    );
-                }
-                Some(changes)
-            }
-            Err(e) => {
-                warn!(error = %e, "targets not changed");
-                None
-            }
-        }
-    }
-
-    fn apply(&self, running: &mut Config, loaded: Result<Config, ConfigError>, discovered: &[Target]) {
-        let result = |r: &str| ResultLabels { result: r.into() };
-        let new = match loaded {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&result("rejected"))
-                    .inc();
-                warn!("config reload rejected; the previous config keeps running:\n{e}");
-                return;
-            }
-        };
-        let Some(changes) = self.targets(&new.targets, discovered) else {
-            self.metrics
-                .config_reloads
-                .get_or_create(&result("rejected"))
-                .inc();
-            warn!("config reload rejected; the previous config keeps running");
-            return;
-        };
-        let (started, stopped) = self.triggers.apply(&new.triggers.triggers);
-        let t = &new.triggers;
-        let r = &running.triggers;
-        let needs_restart: Vec<&str> = [
-            ("server", new.server != running.server),
-            ("snapshots", new.snapshots != running.snapshots),
-            ("ring", new.ring != running.ring),
-            ("log", new.log != running.log),
-            ("tls", new.tls != running.tls),
-            ("sinks", new.sinks != running.sinks),
-            ("webhooks", t.webhooks != r.webhooks),
-            ("trigger_limits", t.limits != r.limits),
-            ("kubernetes", new.kubernetes != running.kubernetes),
-        ]
-        .into_iter()
-        .filter_map(|(section, changed)| changed.then_some(section))
-        .collect();
-        for section in &needs_restart {
-            warn!(
-                section,
-                "[{section}] changed; it is read at startup, so the change takes effect after a restart"
-            );
-        }
-        info!(
-            added = ?changes.added, removed = ?changes.removed, restarted = ?changes.restarted,
-            updated = ?changes.updated, triggers_started = ?started, triggers_stopped = ?stopped,
-            "config reloaded"
-        );
-        self.metrics
-            .config_reloads
-            .get_or_create(&result("applied"))
-            .inc();
-        self.metrics
-            .config_last_reload_success
-            .set(crate::units::unix_seconds(SystemTime::now()));
-        running.targets = new.targets;
-        running.triggers.triggers = new.triggers.triggers;
     }
 }

@@ -10,5 +10,6 @@
 
 pub mod delivery;
 pub mod events;
+mod ledger;
 pub mod sink;
 pub mod spool;

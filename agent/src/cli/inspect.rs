@@ -1,0 +1,231 @@
+//! `flightrec inspect`: prints a bundle (a directory or an archive of one) in human terms and verifies every file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::CliError;
+use crate::bundle::{self, Manifest};
+use crate::units::{Bytes, Secs};
+
+/// Reads and verifies a bundle (a directory, or a `.tar`, `.tar.gz` or
+/// `.tar.zst` archive of one); returns the report and whether it is sound.
+pub fn inspect(path: &Path, as_json: bool) -> Result<(String, bool), CliError> {
+    let (manifest, checks) = if path.is_dir() {
+        let manifest = bundle::read_manifest(path).map_err(|e| CliError::Bundle(e.to_string()))?;
+        let checks = bundle::verify(path, &manifest);
+        (manifest, checks)
+    } else if path.is_file() {
+        read_archive(path)?
+    } else {
+        return Err(CliError::Bundle(format!(
+            "{} is neither a bundle directory (holding manifest.json) nor an archive of one",
+            path.display()
+        )));
+    };
+    let ok = checks.iter().all(|c| c.problem.is_none());
+    if as_json {
+        let v = json!({
+            "path": path,
+            "ok": ok,
+            "manifest": manifest,
+            "checks": checks.iter().map(|c| json!({"file": c.file, "problem": c.problem})).collect::<Vec<_>>(),
+        });
+        return Ok((serde_json::to_string_pretty(&v).unwrap_or_default(), ok));
+    }
+    Ok((render(path, &manifest, &checks), ok))
+}
+
+/// Reads a tar archive (plain, gzip or zstd, told apart by their first
+/// bytes) in one pass: every file is hashed as it streams by, nothing is
+/// written to disk. The bundle may sit at the root or in one directory.
+fn read_archive(path: &Path) -> Result<(Manifest, Vec<bundle::WindowCheck>), CliError> {
+    let fail = |why: String| CliError::Bundle(format!("{}: {why}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut magic = [0u8; 4];
+    let n = std::io::Read::read(&mut file, &mut magic).map_err(|e| fail(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let reader: Box<dyn std::io::Read> = match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(file)),
+        [0x28, 0xb5, 0x2f, 0xfd] => {
+            Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| fail(e.to_string()))?)
+        }
+        _ => Box::new(file),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut facts: BTreeMap<String, bundle::FileFacts> = BTreeMap::new();
+    let (mut json_bytes, mut pb_bytes) = (None, None);
+    let entries = archive
+        .entries()
+        .map_err(|e| fail(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| fail(format!("unreadable archive entry: {e}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+            .unwrap_or_default();
+        match name.as_str() {
+            bundle::MANIFEST_JSON | bundle::MANIFEST_PB => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| fail(e.to_string()))?;
+                if name == bundle::MANIFEST_JSON {
+                    json_bytes = Some(bytes);
+                } else {
+                    pb_bytes = Some(bytes);
+                }
+            }
+            _ => {
+                let f = bundle::facts(&mut entry).map_err(|e| fail(e.to_string()))?;
+                facts.insert(name, f);
+            }
+        }
+    }
+    let json_bytes = json_bytes.ok_or_else(|| fail("no manifest.json in the archive".into()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&json_bytes).map_err(|e| fail(format!("bad manifest.json: {e}")))?;
+    let pb = pb_bytes.ok_or_else(|| "missing from the archive".to_string());
+    let checks = bundle::verify_with(&manifest, pb, |name| {
+        facts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| "missing from the archive".to_string())
+    });
+    Ok((manifest, checks))
+}
+
+fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
+    let mut s = String::new();
+    let labels: Vec<String> = m.target.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(s, "bundle    {}", m.id);
+    let _ = writeln!(s, "path      {}", dir.display());
+    let _ = writeln!(
+        s,
+        "target    {}  {}{}",
+        m.target.name,
+        m.target.url,
+        if labels.is_empty() {
+            String::new()
+        } else {
+            format!("  {{{}}}", labels.join(", "))
+        }
+    );
+    let _ = writeln!(
+        s,
+        "trigger   {} at {}: {}",
+        m.trigger.kind, m.trigger.fired_at, m.trigger.reason
+    );
+    let _ = writeln!(
+        s,
+        "written   {} by flightrec {}{}",
+        m.created_at,
+        m.agent_version,
+        if m.agent_host.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", m.agent_host)
+        }
+    );
+    let _ = writeln!(
+        s,
+        "recorded  {} after the trigger{}",
+        Secs(Duration::from_secs_f64(m.post_trigger_seconds.max(0.0))),
+        if m.post_trigger_complete {
+            ""
+        } else {
+            " (cut short: the target stopped answering or the agent stopped)"
+        }
+    );
+    if let Some(c) = &m.coverage {
+        let _ = writeln!(
+            s,
+            "coverage  {:.3}% of {:.1}s ({} clock), largest gap {}",
+            c.ratio * 100.0,
+            c.span_seconds,
+            c.clock,
+            Secs(Duration::from_secs_f64(c.max_gap_seconds.max(0.0)))
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  {:>3}  {:<36} {:<24} {:>9} {:>9} {:>10} {:>5}  state",
+        "#", "file", "start", "span", "gap", "size", "go"
+    );
+    for (i, w) in m.windows.iter().enumerate() {
+        let span = if w.trace_end_ns > w.trace_start_ns {
+            Secs(Duration::from_nanos(w.trace_end_ns - w.trace_start_ns)).to_string()
+        } else {
+            "?".into()
+        };
+        let gap = w.gap_before_seconds.map_or("-".to_string(), |g| {
+            Secs(Duration::from_secs_f64(g.max(0.0))).to_string()
+        });
+        let check = checks
+            .iter()
+            .find(|c| c.file == w.file)
+            .and_then(|c| c.problem.clone());
+        let state = match (&check, w.complete) {
+            (Some(p), _) => format!("BAD: {p}"),
+            (None, true) => "complete, sha256 ok".to_string(),
+            (None, false) => format!(
+                "truncated ({}), sha256 ok",
+                w.truncation.as_deref().unwrap_or("cut")
+            ),
+        };
+        let start = w.start.get(11..23).unwrap_or(&w.start);
+        let _ = writeln!(
+            s,
+            "  {:>3}  {:<36} {:<24} {:>9} {:>9} {:>10} {:>5}  {}",
+            i + 1,
+            w.file,
+            start,
+            span,
+            gap,
+            Bytes(w.bytes).to_string(),
+            w.go_version,
+            state
+        );
+    }
+    let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
+    let _ = writeln!(s);
+    if bad.is_empty() {
+        let _ = writeln!(
+            s,
+            "verified: {} windows, {}, every sha256 matches; manifest.pb agrees",
+            m.windows.len(),
+            Bytes(m.total_bytes())
+        );
+    } else {
+        for c in bad {
+            let _ = writeln!(
+                s,
+                "PROBLEM {}: {}",
+                c.file,
+                c.problem.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    if let Some(w) = m.trigger_window() {
+        if dir.is_dir() {
+            let _ = writeln!(
+                s,
+                "open the window holding the trigger: go tool trace {}",
+                dir.join(&w.file).display()
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "open the window holding the trigger: extract the archive, then go tool trace {}",
+                w.file
+            );
+        }
+    }
+    s
+}
