@@ -19,7 +19,7 @@ use super::events::{self, WindowError};
 use super::process::{Captured, Processor, Reservation};
 use super::status::{SharedStatus, State};
 use crate::config::Target;
-use crate::ring::window::Truncation;
+use crate::ring::window::{Truncation, Window};
 use crate::ring::Builder;
 use crate::ring::Rings;
 use crate::telemetry::Metrics;
@@ -275,7 +275,7 @@ impl Collector {
                 } else {
                     let evicted = reservation.grow_to(builder.stored_len() as u64);
                     events::evicted(&self.metrics, &evicted);
-                    builder.reuse(evicted.into_iter().map(|(w, _)| w).collect());
+                    builder.reuse(evicted.into_iter().flat_map(|(w, _)| Window::into_blocks(w)));
                 }
             }
             if capped {

@@ -7,13 +7,11 @@
 
 use std::cell::RefCell;
 use std::io::{self};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 
-use super::window::Window;
 use crate::config::Compression;
 
 /// Raw bytes per block. Large enough for zstd to find the repetition in a
@@ -103,7 +101,7 @@ pub struct Builder {
     raw_len: usize,
     /// Raw blocks of windows evicted to make room for this one, used before
     /// any new memory.
-    spare: Vec<BytesMut>,
+    pub(super) spare: Vec<BytesMut>,
 }
 
 impl Builder {
@@ -123,15 +121,11 @@ impl Builder {
     /// into memory it already has instead of faulting in new pages (which
     /// was a third of the agent's CPU at 20 MB/s). They stay within the
     /// budget: they are the room just freed, which this window fills again.
-    pub fn reuse(&mut self, evicted: Vec<Arc<Window>>) {
-        for w in evicted {
-            if let Ok(mut w) = Arc::try_unwrap(w) {
-                for block in w.stored.drain(..) {
-                    match block.try_into_mut() {
-                        Ok(m) if m.capacity() >= BLOCK => self.spare.push(m),
-                        _ => {}
-                    }
-                }
+    pub fn reuse(&mut self, freed: impl IntoIterator<Item = Bytes>) {
+        for block in freed {
+            match block.try_into_mut() {
+                Ok(m) if m.capacity() >= BLOCK => self.spare.push(m),
+                _ => {}
             }
         }
     }
@@ -270,97 +264,7 @@ impl Builder {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
-
     use super::*;
-
-    fn sample(len: usize) -> Vec<u8> {
-        // Compressible but not trivial, like a trace.
-        (0..len)
-            .map(|i| ((i * 7) % 251) as u8 ^ ((i / 4096) as u8))
-            .collect()
-    }
-
-    fn unpack(compression: Compression, blocks: Vec<Bytes>) -> Vec<u8> {
-        let w = Window {
-            target: "t".into(),
-            seq: 1,
-            requested_at: SystemTime::now(),
-            received_at: SystemTime::now(),
-            info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
-            truncation: None,
-            trimmed_bytes: 0,
-            raw_len: 0,
-            stored: blocks,
-            compression,
-        };
-        let mut out = Vec::new();
-        w.write_trace(&mut out).expect("write");
-        out
-    }
-
-    #[tokio::test]
-    async fn blocks_round_trip_whole_and_cut_anywhere() {
-        let data = sample(3 * BLOCK + 12_345);
-        for compression in [Compression::Zstd, Compression::None] {
-            for keep in [data.len(), 2 * BLOCK + 77, BLOCK, 5] {
-                let mut b = Builder::new(compression);
-                for piece in data.chunks(16_384 + 3) {
-                    b.push(piece);
-                }
-                assert_eq!(b.raw_len(), data.len());
-                let blocks = b.finish(keep).await.expect("finish");
-                let stored: usize = blocks.iter().map(Bytes::len).sum();
-                if compression == Compression::Zstd && keep > BLOCK {
-                    assert!(stored < keep / 2, "compressed {stored} of {keep}");
-                }
-                assert_eq!(
-                    unpack(compression, blocks),
-                    data[..keep],
-                    "{compression:?} keep {keep}"
-                );
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn an_evicted_window_s_blocks_are_recorded_into_unless_a_snapshot_holds_it() {
-        let data = sample(3 * BLOCK);
-        let evicted = || async {
-            let mut b = Builder::new(Compression::None);
-            b.push(&data);
-            let w = Window {
-                target: "t".into(),
-                seq: 1,
-                requested_at: SystemTime::now(),
-                received_at: SystemTime::now(),
-                info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
-                truncation: None,
-                trimmed_bytes: 0,
-                raw_len: data.len() as u64,
-                stored: b.finish(data.len()).await.expect("finish"),
-                compression: Compression::None,
-            };
-            Arc::new(w)
-        };
-        let mut next = Builder::new(Compression::None);
-        next.reuse(vec![evicted().await]);
-        assert_eq!(next.spare.len(), 3);
-        next.push(&data[..BLOCK + 10]);
-        assert_eq!(next.spare.len(), 1, "two blocks taken from the evicted window");
-        let blocks = next.finish(BLOCK + 10).await.expect("finish");
-        assert_eq!(unpack(Compression::None, blocks), data[..BLOCK + 10]);
-
-        // A snapshot still holding the window keeps its bytes intact.
-        let held = evicted().await;
-        let snapshot = held.clone();
-        let mut next = Builder::new(Compression::None);
-        next.reuse(vec![held]);
-        assert!(next.spare.is_empty());
-        let mut copy = Vec::new();
-        snapshot.write_trace(&mut copy).expect("write");
-        assert_eq!(copy, data);
-    }
 
     #[test]
     fn the_block_pool_is_bounded_and_never_takes_memory_still_in_use() {
@@ -379,25 +283,5 @@ mod tests {
             kept.iter().all(|b| *b == 7),
             "a block still referenced was reused"
         );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn compressed_blocks_are_counted_and_their_raw_bytes_freed_while_streaming() {
-        let data = sample(3 * BLOCK);
-        let mut b = Builder::new(Compression::Zstd);
-        b.push(&data);
-        // Three sealed blocks, some perhaps already compressed.
-        assert!(b.backlog() <= 3 * BLOCK);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while b.backlog() > 0 {
-            assert!(std::time::Instant::now() < deadline, "compression never finished");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            b.push(&[]);
-        }
-        // Before the window ends the ring can already be told its real size.
-        let stored = b.stored_len();
-        assert!(stored > 0 && stored < BLOCK, "{stored}");
-        let blocks = b.finish(data.len()).await.expect("finish");
-        assert_eq!(blocks.iter().map(Bytes::len).sum::<usize>(), stored);
     }
 }

@@ -88,6 +88,15 @@ impl Drop for Window {
 }
 
 impl Window {
+    /// The blocks of an evicted window that nothing else holds (no snapshot
+    /// froze it), for the next window to record into.
+    pub fn into_blocks(w: Arc<Window>) -> Vec<Bytes> {
+        match Arc::try_unwrap(w) {
+            Ok(mut w) => std::mem::take(&mut w.stored),
+            Err(_) => Vec::new(),
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.truncation.is_none()
     }
@@ -154,4 +163,121 @@ pub struct Span {
 
 fn unix_ns(ns: u128) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::blocks::BLOCK;
+    use super::super::Builder;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Compressible but not trivial, like a trace.
+        (0..len)
+            .map(|i| ((i * 7) % 251) as u8 ^ ((i / 4096) as u8))
+            .collect()
+    }
+
+    fn unpack(compression: Compression, blocks: Vec<Bytes>) -> Vec<u8> {
+        let w = Window {
+            target: "t".into(),
+            seq: 1,
+            requested_at: SystemTime::now(),
+            received_at: SystemTime::now(),
+            info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+            truncation: None,
+            trimmed_bytes: 0,
+            raw_len: 0,
+            stored: blocks,
+            compression,
+        };
+        let mut out = Vec::new();
+        w.write_trace(&mut out).expect("write");
+        out
+    }
+
+    #[tokio::test]
+    async fn blocks_round_trip_whole_and_cut_anywhere() {
+        let data = sample(3 * BLOCK + 12_345);
+        for compression in [Compression::Zstd, Compression::None] {
+            for keep in [data.len(), 2 * BLOCK + 77, BLOCK, 5] {
+                let mut b = Builder::new(compression);
+                for piece in data.chunks(16_384 + 3) {
+                    b.push(piece);
+                }
+                assert_eq!(b.raw_len(), data.len());
+                let blocks = b.finish(keep).await.expect("finish");
+                let stored: usize = blocks.iter().map(Bytes::len).sum();
+                if compression == Compression::Zstd && keep > BLOCK {
+                    assert!(stored < keep / 2, "compressed {stored} of {keep}");
+                }
+                assert_eq!(
+                    unpack(compression, blocks),
+                    data[..keep],
+                    "{compression:?} keep {keep}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_evicted_window_s_blocks_are_recorded_into_unless_a_snapshot_holds_it() {
+        let data = sample(3 * BLOCK);
+        let evicted = || async {
+            let mut b = Builder::new(Compression::None);
+            b.push(&data);
+            let w = Window {
+                target: "t".into(),
+                seq: 1,
+                requested_at: SystemTime::now(),
+                received_at: SystemTime::now(),
+                info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+                truncation: None,
+                trimmed_bytes: 0,
+                raw_len: data.len() as u64,
+                stored: b.finish(data.len()).await.expect("finish"),
+                compression: Compression::None,
+            };
+            Arc::new(w)
+        };
+        let mut next = Builder::new(Compression::None);
+        next.reuse(Window::into_blocks(evicted().await));
+        assert_eq!(next.spare.len(), 3);
+        next.push(&data[..BLOCK + 10]);
+        assert_eq!(next.spare.len(), 1, "two blocks taken from the evicted window");
+        let blocks = next.finish(BLOCK + 10).await.expect("finish");
+        assert_eq!(unpack(Compression::None, blocks), data[..BLOCK + 10]);
+
+        // A snapshot still holding the window keeps its bytes intact.
+        let held = evicted().await;
+        let snapshot = held.clone();
+        let mut next = Builder::new(Compression::None);
+        next.reuse(Window::into_blocks(held));
+        assert!(next.spare.is_empty());
+        let mut copy = Vec::new();
+        snapshot.write_trace(&mut copy).expect("write");
+        assert_eq!(copy, data);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compressed_blocks_are_counted_and_their_raw_bytes_freed_while_streaming() {
+        let data = sample(3 * BLOCK);
+        let mut b = Builder::new(Compression::Zstd);
+        b.push(&data);
+        // Three sealed blocks, some perhaps already compressed.
+        assert!(b.backlog() <= 3 * BLOCK);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.backlog() > 0 {
+            assert!(std::time::Instant::now() < deadline, "compression never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            b.push(&[]);
+        }
+        // Before the window ends the ring can already be told its real size.
+        let stored = b.stored_len();
+        assert!(stored > 0 && stored < BLOCK, "{stored}");
+        let blocks = b.finish(data.len()).await.expect("finish");
+        assert_eq!(blocks.iter().map(Bytes::len).sum::<usize>(), stored);
+    }
 }
