@@ -1,4 +1,9 @@
 //! Where the agent's life begins and ends: wires config to collectors, rings, snapshots and the API.
+//!
+//! `run` builds every stage from the config in data-flow order, serves until
+//! shutdown, then stops them in the order that loses nothing: no new
+//! snapshots, those recording finish (bounded), collectors stop, the last
+//! bundles are written, the sinks get a last chance, the API stops.
 
 mod reload;
 

@@ -1,4 +1,8 @@
-//! Turns TOML and `FLIGHTREC_*` environment overrides into typed, validated config.
+//! Config: turns TOML and `FLIGHTREC_*` environment overrides into typed, validated settings.
+//!
+//! A leaf: every stage imports its own section from here (`targets`,
+//! `sections`, `triggers`, `sinks`, `kubernetes`), and this module imports no
+//! stage.
 //!
 //! Loading happens once: the `config` crate merges the file and the overrides,
 //! then one pass reads every key into typed structs and collects every problem

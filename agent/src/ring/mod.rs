@@ -1,4 +1,10 @@
-//! Per-target rings of recent windows, bounded by age, bytes and count, under one global byte budget.
+//! Ring: per-target rings of recent windows, bounded by age, bytes and count, under one global byte budget.
+//!
+//! Takes in: windows from [`crate::collect`] (room is reserved while a window
+//! streams in, so the budget holds at every moment). Hands on: frozen
+//! windows to [`crate::snapshot`], and new ones as they arrive to snapshots
+//! still recording their post-trigger part. Owns: every window's bytes
+//! ([`window`], stored in compressed blocks, see `blocks`).
 //!
 //! Windows are `Arc`s: freezing a ring for a snapshot clones handles, never
 //! trace bytes. A frozen window evicted from its ring stays alive (and in

@@ -1,4 +1,11 @@
-//! Turns a trigger into bundles: freeze the ring, keep recording for `post_trigger`, write atomically.
+//! Snapshot: turns a trigger into bundles: freeze the ring, keep recording for `post_trigger`, write atomically.
+//!
+//! Takes in: a [`Firing`] (from a trigger through its gate, the API, the
+//! CLI, Kubernetes) for one target or all. Hands on: a bundle written aside
+//! with [`crate::bundle::BundleWriter`] and committed to the spool of
+//! [`crate::deliver`]; the snapshot is acknowledged only once committed.
+//! Owns: the frozen windows (`Arc` clones of the ring's, no copy) until they
+//! are on disk, and the progress of every snapshot the API shows.
 
 mod events;
 

@@ -1,10 +1,11 @@
-//! Automatic triggers: latency probes, metric thresholds and alert webhooks, all through one gate.
+//! Trigger: decides when to snapshot: latency probes, metric thresholds and alerts, all through one gate.
 //!
-//! `config::triggers` reads `[[triggers]]`, `[webhooks]` and
-//! `[trigger_limits]`; `latency` and `metric` run one task per trigger; `webhook` serves the
-//! Alertmanager and Grafana endpoints; `gate` applies cooldowns, the global
-//! rate limit and webhook dedupe before `Snapshots::fire`; `events` logs and
-//! counts what happens.
+//! Takes in: probe answers and scrapes (`latency`, `metric`: one task per
+//! `[[triggers]]` entry) and alert notifications (`webhook`, whose HTTP side
+//! is `api::webhooks`). Hands on: a [`crate::snapshot::Firing`] to
+//! `Snapshots::fire`, through [`Gate`], which owns the per-target cooldowns,
+//! the global rate limit and the dedupe of alerts seen twice. `events` logs
+//! and counts what happens.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
