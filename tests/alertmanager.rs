@@ -12,30 +12,11 @@ use common::*;
 use serde_json::{json, Value};
 
 fn agent_config(targets: &str, rest: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[snapshots]
-dir = "{{dir}}/data"
-post_trigger = "2s"
-{targets}
-{rest}
-"#
-    )
+    agent_toml("2s", &format!("{targets}\n{rest}"))
 }
 
 fn target(name: &str, url: &str, labels: &str) -> String {
-    format!(
-        r#"
-[[targets]]
-name = "{name}"
-url = "{url}"
-window = "1s"
-max_age = "20s"
-labels = {{ {labels} }}
-"#
-    )
+    target_toml(name, url, "1s", "20s", &format!("labels = {{ {labels} }}"))
 }
 
 fn host_port(url: &str) -> &str {

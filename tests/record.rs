@@ -8,28 +8,16 @@ use common::*;
 use serde_json::Value;
 
 fn config(targets: &str, post_trigger: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[snapshots]
-dir = "{{dir}}/data"
-post_trigger = "{post_trigger}"
-{targets}
-"#
-    )
+    agent_toml(post_trigger, targets)
 }
 
 fn target(name: &str, url: &str, window: &str) -> String {
-    format!(
-        r#"
-[[targets]]
-name = "{name}"
-url = "{url}"
-window = "{window}"
-max_age = "30s"
-labels = {{ service = "{name}" }}
-"#
+    target_toml(
+        name,
+        url,
+        window,
+        "30s",
+        &format!("labels = {{ service = \"{name}\" }}"),
     )
 }
 

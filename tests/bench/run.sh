@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # usage: tests/bench/run.sh [--quick] [SECTION...]
-# The benchmarks (tests/bench.rs): coverage, cost, overhead, scale, trigger,
+# The benchmarks (tests/bench/main.rs): coverage, cost, overhead, scale, trigger,
 # memory; all of them without SECTION. Each figure is measured beside a
 # baseline in the same run. Writes target/bench/results.json and
 # target/bench/report.md (BENCH_OUT=DIR to write elsewhere).

@@ -4,7 +4,8 @@
 //! killed by PID when its handle drops. Nothing sleeps to synchronise: waits
 //! poll a condition until a deadline.
 
-#![allow(dead_code)]
+// Each test binary uses a part of the harness.
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod alerting;
+pub mod toml;
+
+pub use toml::{agent_toml, target_toml};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
