@@ -24,6 +24,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Record the configured targets and serve the API until SIGTERM/SIGINT.
@@ -40,11 +42,27 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Ask a running agent for a snapshot and wait until the bundle is on disk.
+    /// Ask a running agent for a snapshot and wait until the bundle is on disk;
+    /// with --selector, ask every node's agent on Kubernetes, through a FlightSnapshot.
     Snapshot {
         /// Target to snapshot; all targets when omitted.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "selector")]
         target: Option<String>,
+        /// Kubernetes: capture every pod this label selector matches
+        /// (`app=checkout`, as kubectl -l), on every node.
+        #[arg(long)]
+        selector: Option<String>,
+        /// Kubernetes: the pods' namespace (all when omitted); the
+        /// FlightSnapshot is created there, else in the kubeconfig's namespace.
+        #[arg(long, requires = "selector")]
+        namespace: Option<String>,
+        /// Kubernetes: the kubeconfig to use (default: $KUBECONFIG,
+        /// ~/.kube/config, or the pod's service account).
+        #[arg(long, requires = "selector")]
+        kubeconfig: Option<PathBuf>,
+        /// Kubernetes: keep recording this long after the capture starts, e.g. "5s".
+        #[arg(long, requires = "selector")]
+        post_trigger: Option<String>,
         /// Why; recorded in the manifest.
         #[arg(long)]
         reason: Option<String>,
@@ -110,6 +128,24 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => run(config, log_format),
         Command::CheckConfig { config } => check_config(&config),
         Command::Snapshot {
+            selector: Some(selector),
+            namespace,
+            kubeconfig,
+            post_trigger,
+            reason,
+            no_wait,
+            timeout,
+            ..
+        } => report(fleet_snapshot(cli::FleetArgs {
+            selector,
+            namespace,
+            kubeconfig,
+            reason,
+            post_trigger,
+            wait: !no_wait,
+            timeout,
+        })),
+        Command::Snapshot {
             target,
             reason,
             server,
@@ -117,6 +153,7 @@ fn main() -> ExitCode {
             token_file,
             no_wait,
             timeout,
+            ..
         } => report(snapshot(
             target, reason, server, config, token_file, !no_wait, timeout,
         )),
@@ -277,6 +314,14 @@ async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::S
             std::process::exit(130);
         }
     }
+}
+
+fn fleet_snapshot(args: cli::FleetArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(cli::fleet_snapshot(args))?;
+    Ok(())
 }
 
 fn snapshot(

@@ -46,6 +46,8 @@ pub struct AppState {
     pub token: Option<Secret>,
     /// The Alertmanager and Grafana endpoints.
     pub webhooks: Arc<Webhooks>,
+    /// How the watches of the API server are doing, on Kubernetes.
+    pub kubernetes: Option<Arc<crate::kubernetes::Health>>,
     /// Set once listeners are bound and collectors started.
     pub ready: AtomicBool,
 }

@@ -44,11 +44,15 @@ pub(super) async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({
+    let mut answer = json!({
         "targets": list,
         "ring": {
             "bytes": state.rings.total_bytes(),
             "max_bytes": state.rings.global_max_bytes(),
         },
-    }))
+    });
+    if let Some(k) = &state.kubernetes {
+        answer["kubernetes"] = k.to_json();
+    }
+    Json(answer)
 }

@@ -24,7 +24,7 @@ async fn alertmanager(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&state, Source::Alertmanager, &headers, body)
+    handle(&state, Source::Alertmanager, &headers, body).await
 }
 
 async fn grafana(
@@ -32,10 +32,10 @@ async fn grafana(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&state, Source::Grafana, &headers, body)
+    handle(&state, Source::Grafana, &headers, body).await
 }
 
-fn handle(
+async fn handle(
     state: &AppState,
     source: Source,
     headers: &HeaderMap,
@@ -43,7 +43,7 @@ fn handle(
 ) -> Response {
     let webhooks = &state.webhooks;
     let answer = match body {
-        Ok(body) => webhooks.handle(source, headers, &body),
+        Ok(body) => webhooks.handle(source, headers, &body).await,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(webhooks.too_large(source)),
         Err(rej) => Err(webhooks.reject(
             source,

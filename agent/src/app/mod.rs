@@ -62,8 +62,8 @@ pub enum RunError {
     EmptyToken(String),
     #[error(transparent)]
     Client(#[from] FleetError),
-    #[error("kubernetes discovery: {0}")]
-    Discovery(String),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::ClientError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -188,16 +188,19 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     // Kubernetes discovery publishes the pods it finds; they join the
     // configured targets (a configured name wins a clash).
     let (discovered_tx, mut discovered) = tokio::sync::watch::channel(Vec::new());
-    let discovery = if config.kubernetes.enabled {
-        let http = crate::kubernetes::discovery::client(&config.kubernetes, &extra_roots)
-            .map_err(RunError::Discovery)?;
-        Some(tokio::spawn(crate::kubernetes::discovery::run(
-            config.kubernetes.clone(),
-            http,
-            discovered_tx,
-            metrics.clone(),
-            closing.clone(),
-        )))
+    let kubernetes = if config.kubernetes.enabled {
+        let wiring = crate::kubernetes::Wiring {
+            targets: discovered_tx,
+            snapshots: snapshots.clone(),
+            gate: gate.clone(),
+            cooldown: config.triggers.limits.cooldown,
+            metrics: metrics.clone(),
+        };
+        let running = crate::kubernetes::start(&config.kubernetes, wiring, closing.clone())?;
+        if let Some(router) = &running.router {
+            webhooks.set_router(router.clone());
+        }
+        Some(running)
     } else {
         drop(discovered_tx);
         None
@@ -240,6 +243,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         metrics: metrics.clone(),
         token,
         webhooks,
+        kubernetes: kubernetes.as_ref().map(|k| k.health.clone()),
         ready: Default::default(),
     });
     let app = api::router(state.clone());
@@ -307,8 +311,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     if !triggers.wait(Duration::from_secs(5)).await {
         warn!("triggers did not stop within 5s");
     }
-    if let Some(d) = discovery {
-        let _ = d.await;
+    if let Some(k) = &kubernetes {
+        k.wait().await;
     }
     let left = snapshots.drain(SHUTDOWN_GRACE).await;
     if left > 0 {

@@ -1,8 +1,10 @@
-//! The client-side commands: `snapshot` asks a running agent for a bundle, `inspect` reads one.
+//! The client-side commands: `snapshot` asks a running agent (or, with `--selector`, every node through a FlightSnapshot) for bundles; `inspect` reads one.
 
+mod fleet;
 mod inspect;
 mod snapshot;
 
+pub use fleet::{fleet_snapshot, FleetArgs};
 pub use inspect::inspect;
 pub use snapshot::{snapshot, SnapshotArgs};
 
@@ -18,4 +20,6 @@ pub enum CliError {
     TimedOut { id: String, waited: String },
     #[error("{0}")]
     Bundle(String),
+    #[error("{0}")]
+    Kubernetes(String),
 }

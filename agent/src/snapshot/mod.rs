@@ -59,6 +59,9 @@ pub struct Firing {
     pub reason: String,
     pub fired_at: SystemTime,
     pub details: serde_json::Value,
+    /// How long to keep recording after the trigger, when not the
+    /// configured `snapshots.post_trigger` (a FlightSnapshot may say).
+    pub post_trigger: Option<Duration>,
 }
 
 impl Firing {
@@ -68,6 +71,7 @@ impl Firing {
             reason: reason.into(),
             fired_at: SystemTime::now(),
             details: serde_json::json!({}),
+            post_trigger: None,
         }
     }
 }
@@ -208,7 +212,7 @@ impl Snapshots {
             info!(
                 target = %name, id = %id, kind = firing.kind.as_str(), reason = %firing.reason,
                 windows = frozen.len(), "snapshot triggered; ring frozen, recording {} more",
-                crate::units::Secs(self.post_trigger)
+                crate::units::Secs(firing.post_trigger.unwrap_or(self.post_trigger))
             );
             self.set_progress(Progress {
                 id: id.clone(),
@@ -299,10 +303,11 @@ impl Snapshots {
         frozen: Vec<Arc<Window>>,
         mut feed: tokio::sync::broadcast::Receiver<Arc<Window>>,
     ) {
-        let until = firing.fired_at + self.post_trigger;
+        let post_trigger = firing.post_trigger.unwrap_or(self.post_trigger);
+        let until = firing.fired_at + post_trigger;
         // Enough for the window in flight to end, one more to start and end
         // after `until`, and slack for a slow target.
-        let give_up = Instant::now() + self.post_trigger + meta.window * 2 + Duration::from_secs(10);
+        let give_up = Instant::now() + post_trigger + meta.window * 2 + Duration::from_secs(10);
         let last_frozen = frozen.last().map_or(0, |w| w.seq);
         // Sending must not wait on the disk: the feed drops windows for a
         // snapshot that stops reading it.
@@ -365,7 +370,7 @@ impl Snapshots {
                 fired_at: crate::units::rfc3339(firing.fired_at),
                 details: firing.details.clone(),
             },
-            post_trigger_seconds: self.post_trigger.as_secs_f64(),
+            post_trigger_seconds: post_trigger.as_secs_f64(),
             post_trigger_complete: complete,
         };
         let written = match writer.await {

@@ -77,6 +77,12 @@ pub struct EndpointStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchReason {
+    pub watch: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindReason {
     pub kind: String,
     pub reason: String,
@@ -126,10 +132,13 @@ pub struct Metrics {
     pub snapshot_write: Histogram,
     /// When each target last gave a good window.
     pub freshness: Arc<Freshness>,
-    /// Kubernetes discovery: targets found, list failures, last good list.
+    /// Kubernetes: targets found, watch failures, last good event; pod
+    /// captures made for FlightSnapshots, and FlightSnapshots made from alerts.
     pub discovery_targets: Gauge,
-    pub discovery_errors: Family<ReasonLabels, Counter>,
     pub discovery_last_success: FloatGauge,
+    pub kubernetes_watch_errors: Family<WatchReason, Counter>,
+    pub flightsnapshot_captures: Family<ResultLabels, Counter>,
+    pub alerts_routed: Family<ResultLabels, Counter>,
     /// Config reloads by result (applied | rejected).
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Unix time of the last config load that was applied (startup included).
@@ -182,8 +191,10 @@ impl Metrics {
             snapshot_write: latency_histogram(),
             freshness: Arc::new(Freshness::default()),
             discovery_targets: Gauge::default(),
-            discovery_errors: Family::default(),
             discovery_last_success: FloatGauge::default(),
+            kubernetes_watch_errors: Family::default(),
+            flightsnapshot_captures: Family::default(),
+            alerts_routed: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: FloatGauge::default(),
             triggers: Default::default(),
@@ -305,14 +316,24 @@ impl Metrics {
             m.discovery_targets.clone(),
         );
         registry.register(
-            "discovery_errors",
-            "Failed pod listings by reason (token, request, status, decode)",
-            m.discovery_errors.clone(),
+            "discovery_last_success_timestamp_seconds",
+            "Unix time of the last list or event of this node's pods from the API server",
+            m.discovery_last_success.clone(),
         );
         registry.register(
-            "discovery_last_success_timestamp_seconds",
-            "Unix time of the last pod listing that worked",
-            m.discovery_last_success.clone(),
+            "kubernetes_watch_errors",
+            "Failed lists and watches of the API server by watch (pods, flightsnapshots) and reason (unauthorized, forbidden, not_found, unreachable, status)",
+            m.kubernetes_watch_errors.clone(),
+        );
+        registry.register(
+            "flightsnapshot_captures",
+            "Pods of this node captured for a FlightSnapshot, by result (complete, failed, suppressed)",
+            m.flightsnapshot_captures.clone(),
+        );
+        registry.register(
+            "alerts_routed",
+            "Alerts turned into FlightSnapshots so the node running the pod captures it, by result (created, exists, failed)",
+            m.alerts_routed.clone(),
         );
         registry.register(
             "config_reloads",

@@ -265,6 +265,7 @@ pub async fn run(
             reason: format!("latency: {}", detector.reason(&held, &url)),
             fired_at: SystemTime::now(),
             details: detector.details(&cfg, &held),
+            post_trigger: None,
         };
         let now = Instant::now();
         quiet_until = match gate.fire(&cfg.target, cfg.cooldown, firing) {

@@ -259,6 +259,7 @@ pub async fn run(
             reason,
             fired_at: SystemTime::now(),
             details,
+            post_trigger: None,
         };
         quiet_until = match gate.fire(&cfg.target, cfg.cooldown, firing) {
             Ok(GateOutcome::Started(_)) => Some(now + cfg.cooldown),

@@ -21,7 +21,7 @@ pub mod metric;
 pub mod promtext;
 pub mod webhook;
 
-pub use gate::Gate;
+pub use gate::{Gate, Outcome};
 
 use crate::config::{Rule, TriggerConfig};
 

@@ -17,9 +17,10 @@ pub use payload::{parse, Alert, Labels, Notification, Source, Status};
 pub use select::{select_targets, TargetLabels, TARGET_LABEL};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
@@ -39,6 +40,22 @@ pub struct Rejection {
     pub challenge: Option<&'static str>,
 }
 
+/// Where alerts go that this agent cannot capture alone: on Kubernetes the
+/// pod an alert names may run on another node (`kubernetes::alerts` writes
+/// a FlightSnapshot that the node running it acts on).
+pub trait AlertRouter: Send + Sync {
+    /// Whether the alert's labels name something this router reaches.
+    fn takes(&self, labels: &Labels) -> bool;
+    /// Hands the alert on; the value says what was done, for the answer.
+    fn route<'a>(
+        &'a self,
+        source: Source,
+        alert: &'a Alert,
+        reason: String,
+        details: Value,
+    ) -> BoxFuture<'a, Value>;
+}
+
 /// The webhook endpoints' state.
 pub struct Webhooks {
     auth: Auth,
@@ -48,6 +65,7 @@ pub struct Webhooks {
     targets: parking_lot::RwLock<Vec<TargetLabels>>,
     match_labels: Vec<String>,
     cooldown: Duration,
+    router: OnceLock<Arc<dyn AlertRouter>>,
 }
 
 impl Webhooks {
@@ -65,7 +83,14 @@ impl Webhooks {
             targets: parking_lot::RwLock::new(target_labels(targets)),
             match_labels: cfg.match_labels.clone(),
             cooldown,
+            router: OnceLock::new(),
         })
+    }
+
+    /// Alerts the router takes go to it instead of selecting among this
+    /// agent's targets.
+    pub fn set_router(&self, router: Arc<dyn AlertRouter>) {
+        let _ = self.router.set(router);
     }
 
     /// Alerts select among these targets from now on.
@@ -95,14 +120,14 @@ impl Webhooks {
     }
 
     /// Judges one request: its credentials, then its payload, then the alerts.
-    pub fn handle(&self, source: Source, headers: &HeaderMap, body: &[u8]) -> Result<Value, Rejection> {
+    pub async fn handle(&self, source: Source, headers: &HeaderMap, body: &[u8]) -> Result<Value, Rejection> {
         if let Err(e) = self.auth.check(source, headers, body, SystemTime::now()) {
             return Err(self.reject(source, StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()));
         }
         let n = parse(source, body)
             .map_err(|why| self.reject(source, StatusCode::BAD_REQUEST, "malformed", why))?;
         // 503: the sender retries, and reaches a running agent.
-        self.process(source, &n).map_err(|e| Rejection {
+        self.process(source, &n).await.map_err(|e| Rejection {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: e.to_string(),
             challenge: None,
@@ -110,7 +135,7 @@ impl Webhooks {
     }
 
     /// Dedupes, matches and fires; returns the answer's body.
-    pub fn process(&self, source: Source, n: &Notification) -> Result<Value, SnapshotError> {
+    pub async fn process(&self, source: Source, n: &Notification) -> Result<Value, SnapshotError> {
         let kind = source.kind().as_str();
         let firing: Vec<&Alert> = n.alerts.iter().filter(|a| a.status == Status::Firing).collect();
         let resolved = n.alerts.len() - firing.len();
@@ -128,10 +153,17 @@ impl Webhooks {
             );
         }
         let mut per_target: BTreeMap<String, Vec<&Alert>> = BTreeMap::new();
+        let mut routed: Vec<&Alert> = Vec::new();
         let (mut unmatched, mut duplicates) = (0, 0);
+        let router = self.router.get();
         for alert in firing.iter().copied() {
-            let targets = select_targets(&alert.labels, &self.targets.read(), &self.match_labels);
-            if targets.is_empty() {
+            let routable = router.is_some_and(|r| r.takes(&alert.labels));
+            let targets = if routable {
+                Vec::new()
+            } else {
+                select_targets(&alert.labels, &self.targets.read(), &self.match_labels)
+            };
+            if targets.is_empty() && !routable {
                 unmatched += 1;
                 events::alert_unmatched(&self.metrics, source.as_str(), alert.name(), &alert.labels);
                 continue;
@@ -158,8 +190,21 @@ impl Webhooks {
                 }
                 continue;
             }
+            if routable {
+                routed.push(alert);
+            }
             for t in targets {
                 per_target.entry(t).or_default().push(alert);
+            }
+        }
+        let mut flightsnapshots = Vec::new();
+        if let Some(router) = router {
+            for alert in routed {
+                let one = [alert];
+                let done = router
+                    .route(source, alert, reason(source, &one), details(n, &one))
+                    .await;
+                flightsnapshots.push(done);
             }
         }
         let mut snapshots = Vec::new();
@@ -170,6 +215,7 @@ impl Webhooks {
                 reason: reason(source, &alerts),
                 fired_at: SystemTime::now(),
                 details: details(n, &alerts),
+                post_trigger: None,
             };
             match self.gate.fire(&target, self.cooldown, firing)? {
                 Outcome::Started(ids) => {
@@ -186,6 +232,7 @@ impl Webhooks {
             "duplicates": duplicates,
             "snapshots": snapshots,
             "suppressed": suppressed,
+            "flightsnapshots": flightsnapshots,
         }))
     }
 }
