@@ -288,19 +288,25 @@ fn the_api_server_restarts_with_etcds_data_and_takes_pod_status_as_from_a_kubele
     let died = std::time::SystemTime::now();
     cp.pod_restarted(
         &pod,
-        "127.0.0.41",
         1,
-        Some(&Terminated {
+        &Terminated {
             reason: "OOMKilled".into(),
             exit_code: 137,
             started_at: died - Duration::from_secs(60),
             finished_at: died,
-        }),
+        },
     );
-    let status = cp.get_json(&["-n", "shop", "pod", "checkout-1"])["status"]["containerStatuses"][0].clone();
+    let pod_status = cp.get_json(&["-n", "shop", "pod", "checkout-1"])["status"].clone();
+    assert_eq!(pod_status["podIP"], "127.0.0.41");
+    assert_eq!(pod_status["phase"], "Running");
+    let status = &pod_status["containerStatuses"][0];
     assert_eq!(status["restartCount"], 1);
     assert_eq!(status["lastState"]["terminated"]["reason"], "OOMKilled");
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 137);
+    assert_eq!(
+        status["lastState"]["terminated"]["finishedAt"],
+        humantime::format_rfc3339_seconds(died).to_string()
+    );
     cp.delete_pod("shop", "checkout-1");
     let terminating = cp.get_json(&["-n", "shop", "pod", "checkout-1"]);
     assert!(

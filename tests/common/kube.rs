@@ -431,21 +431,7 @@ impl ControlPlane {
 
     /// Marks the pod Running on `ip`, its container ready and never restarted.
     pub fn pod_running(&self, pod: &Pod, ip: &str) {
-        self.pod_restarted(pod, ip, 0, None);
-    }
-
-    /// Marks the pod Running on `ip` after `restarts` container restarts,
-    /// the last of which ended as `last` says (e.g. OOMKilled, 137).
-    pub fn pod_restarted(&self, pod: &Pod, ip: &str, restarts: u32, last: Option<&Terminated>) {
         let now = now_rfc3339();
-        let last_state = last.map_or(json!({}), |t| {
-            json!({"terminated": {
-                "reason": t.reason,
-                "exitCode": t.exit_code,
-                "startedAt": humantime::format_rfc3339_seconds(t.started_at).to_string(),
-                "finishedAt": humantime::format_rfc3339_seconds(t.finished_at).to_string(),
-            }})
-        });
         self.set_pod_status(
             &pod.namespace,
             &pod.name,
@@ -460,17 +446,26 @@ impl ControlPlane {
                     {"type": "Ready", "status": "True", "lastTransitionTime": now},
                     {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
                 ],
-                "containerStatuses": [{
-                    "name": pod.container,
-                    "image": "registry.example.com/app:1",
-                    "imageID": "",
-                    "ready": true,
-                    "started": true,
-                    "restartCount": restarts,
-                    "state": {"running": {"startedAt": now}},
-                    "lastState": last_state,
-                }],
+                "containerStatuses": [container_status(pod, 0, json!({}))],
             }),
+        );
+    }
+
+    /// The pod's container was restarted (its `restartCount`-th time) after
+    /// it ended as `last` says, e.g. OOMKilled with exit code 137; the pod
+    /// keeps its IP and start time, as on a node.
+    pub fn pod_restarted(&self, pod: &Pod, restart_count: u32, last: &Terminated) {
+        let terminated = json!({"terminated": {
+            "reason": last.reason,
+            "exitCode": last.exit_code,
+            "startedAt": humantime::format_rfc3339_seconds(last.started_at).to_string(),
+            "finishedAt": humantime::format_rfc3339_seconds(last.finished_at).to_string(),
+        }});
+        // A merge patch replaces the list whole: the one container's status.
+        self.set_pod_status(
+            &pod.namespace,
+            &pod.name,
+            json!({"containerStatuses": [container_status(pod, restart_count, terminated)]}),
         );
     }
 
@@ -495,6 +490,20 @@ impl ControlPlane {
             "--wait=false",
         ]);
     }
+}
+
+/// The status of the pod's one container, running since now.
+fn container_status(pod: &Pod, restart_count: u32, last_state: Value) -> Value {
+    json!({
+        "name": pod.container,
+        "image": "registry.example.com/app:1",
+        "imageID": "",
+        "ready": true,
+        "started": true,
+        "restartCount": restart_count,
+        "state": {"running": {"startedAt": now_rfc3339()}},
+        "lastState": last_state,
+    })
 }
 
 fn start_etcd(bins: &Path, dir: &Path) -> (Proc, String) {
