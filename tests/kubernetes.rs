@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::kube::{random_hex, ControlPlane, Pod, Terminated};
@@ -44,18 +43,20 @@ fn install_daemonset(cp: &ControlPlane) -> String {
     api_token
 }
 
-/// The agent binary with the DaemonSet's flightrec.toml, given through
-/// `FLIGHTREC_*` what a pod of that DaemonSet on `node` would have: the
-/// node name (downward API), the API server, the ServiceAccount token and CA
-/// (its mounted secrets), and the flightrec-token Secret. Only the listen
-/// address and the spool directory move off the pod's paths.
+/// The agent binary with the DaemonSet's flightrec.toml as it is, and
+/// through `FLIGHTREC_*` what a pod of that DaemonSet on `node` would have:
+/// the node name (the downward API sets it the same way), and in place of
+/// the in-cluster defaults (kubernetes.default.svc, the mounted
+/// ServiceAccount token and CA, the flightrec-token Secret) this API server
+/// and files holding the same things. The listen address and spool
+/// directory move off the pod's paths too.
 fn daemonset_agent(cp: &ControlPlane, node: &str, sa_token: &str, api_token: &str) -> Agent {
     let config = std::fs::read_to_string(repo_root().join(DAEMONSET).join("flightrec.toml"))
         .expect("read the DaemonSet's flightrec.toml");
     let mounts = cp.dir().join(format!("pod-on-{node}"));
     std::fs::create_dir_all(&mounts).expect("create the pod's mount dir");
     let write = |name: &str, text: &str| -> String {
-        let p: PathBuf = mounts.join(name);
+        let p = mounts.join(name);
         std::fs::write(&p, text).expect("write a mounted file");
         p.display().to_string()
     };

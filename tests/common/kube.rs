@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use super::{repo_root, Proc};
 
-/// How long etcd or kube-apiserver may take to become ready; about 2 s
-/// measured on an idle machine, much more while other builds hold the CPUs.
+/// How long etcd or kube-apiserver may take to become ready: the pair took
+/// 4-5 s here with other builds on the 2 cores (tests/k8s/README.md).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Attempts at starting a process on free ports: another process may take a
@@ -65,6 +65,7 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `bytes` random bytes in hex, for tokens.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     File::open("/dev/urandom")
