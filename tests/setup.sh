@@ -6,7 +6,11 @@
 #   - Prometheus and Alertmanager (Debian packages) for the webhook tests,
 #   - s3s-fs 0.14.1 (a real S3 server that checks SigV4) for the S3 sink,
 #   - cargo-fuzz 0.13.2 for the fuzz targets in tests/fuzz,
-#   - Azurite 3.35.0 (npm) for the Azure sink.
+#   - Azurite 3.35.0 (npm) for the Azure sink,
+#   - a Kubernetes control plane (kube-apiserver and kubectl v1.35.4, etcd
+#     3.6.16) built from the Go module proxy into ~/.cache/flightrec/k8s
+#     (tests/k8s/build.sh; about 10 minutes once per machine), and openssl,
+#     which makes its ServiceAccount signing keys.
 # Each step is skipped when what it installs is already there.
 set -euo pipefail
 
@@ -20,6 +24,7 @@ as_root() {
 need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
 	say "apt-get install ${need_apt[*]}"
 	as_root apt-get update -qq
@@ -47,4 +52,7 @@ fi
 
 say "building the Go fixtures"
 bash "$repo/tests/go/build.sh" "$repo/target/fixtures"
+# Instant when the binaries for the pinned versions are cached; its stdout
+# (the cache directory) is for the tests.
+bash "$repo/tests/k8s/build.sh" >/dev/null
 say "ready"

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod alerting;
+pub mod kube;
 pub mod toml;
 
 pub use toml::{agent_toml, target_toml};
