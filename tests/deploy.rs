@@ -293,7 +293,7 @@ fn kubernetes_manifests_parse_and_carry_what_matters() {
 }
 
 #[test]
-fn the_daemonset_discovers_its_node_s_pods_with_just_enough_rbac() {
+fn the_daemonset_watches_its_node_s_pods_with_just_enough_rbac() {
     let all = manifests();
     let of_kind = |k: &str| -> Vec<&Value> {
         all.iter()
@@ -336,19 +336,39 @@ fn the_daemonset_discovers_its_node_s_pods_with_just_enough_rbac() {
     let limit = quantity(c["resources"]["limits"]["memory"].as_str().expect("limit"));
     assert!(limit >= ring + (40 << 20), "{limit} vs ring {ring}");
 
-    // RBAC: read pods, nothing else.
+    // RBAC: exactly what the agent uses (tests/kubernetes.rs checks the same
+    // against a real API server with `kubectl auth can-i`).
     let roles = of_kind("ClusterRole");
     assert_eq!(roles.len(), 1);
-    let rules = roles[0]["rules"].as_sequence().expect("rules");
-    assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0]["resources"][0], "pods");
-    let verbs: Vec<&str> = rules[0]["verbs"]
+    let rules: Vec<(String, Vec<String>)> = roles[0]["rules"]
         .as_sequence()
-        .expect("verbs")
+        .expect("rules")
         .iter()
-        .filter_map(|v| v.as_str())
+        .flat_map(|r| {
+            let verbs: Vec<String> = r["verbs"]
+                .as_sequence()
+                .expect("verbs")
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            r["resources"]
+                .as_sequence()
+                .expect("resources")
+                .iter()
+                .filter_map(|res| res.as_str().map(|res| (res.to_string(), verbs.clone())))
+                .collect::<Vec<_>>()
+        })
         .collect();
-    assert_eq!(verbs, vec!["get", "list"]);
+    let want = |r: &str, v: &[&str]| (r.to_string(), v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        rules,
+        vec![
+            want("pods", &["get", "list", "watch"]),
+            want("pods/log", &["get"]),
+            want("flightsnapshots", &["get", "list", "watch", "create", "delete"]),
+            want("flightsnapshots/status", &["get", "update"]),
+        ]
+    );
     let binding = &of_kind("ClusterRoleBinding")[0];
     assert_eq!(binding["roleRef"]["name"], roles[0]["metadata"]["name"]);
     assert_eq!(binding["subjects"][0]["name"], "flightrec");

@@ -5,7 +5,7 @@
 //! what to check, so a missing RBAC verb is a clear line, not a silent nothing.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -23,12 +23,23 @@ struct WatchState {
 }
 
 /// The state of every watch this agent holds, by name (`pods`, `flightsnapshots`).
-#[derive(Default)]
 pub struct Health {
     watches: Mutex<BTreeMap<&'static str, WatchState>>,
+    /// A failing watch is retried at least this often, so one that saw no
+    /// error for longer works again. (A watch that starts again yields no
+    /// event until something changes, so success alone cannot say it.)
+    recovered_after: Duration,
 }
 
 impl Health {
+    /// `retry_max`: the longest pause between attempts of a failing watch.
+    pub fn new(retry_max: Duration) -> Self {
+        Health {
+            watches: Mutex::new(BTreeMap::new()),
+            recovered_after: retry_max * 2 + Duration::from_secs(5),
+        }
+    }
+
     /// The watch delivered a list or an event.
     pub fn ok(&self, watch: &'static str) {
         let mut all = self.watches.lock();
@@ -88,10 +99,15 @@ impl Health {
         let watches: serde_json::Map<String, Value> = all
             .iter()
             .map(|(name, st)| {
+                let failing = st.failing
+                    && st
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|(at, _)| at.elapsed().is_ok_and(|age| age < self.recovered_after));
                 (
                     name.to_string(),
                     json!({
-                        "state": if st.failing { "failing" } else { "watching" },
+                        "state": if failing { "failing" } else { "watching" },
                         "since": rfc3339(st.since),
                         "errors": st.errors,
                         "last_error": st.last_error.as_ref().map(|(at, m)| json!({"at": rfc3339(*at), "message": m})),

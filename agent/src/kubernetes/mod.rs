@@ -71,7 +71,7 @@ pub fn start(
     stop: CancellationToken,
 ) -> Result<Running, ClientError> {
     let client = client::in_cluster(cfg)?;
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(cfg.interval));
     let local = Arc::new(discovery::LocalPods::default());
     let tasks = TaskTracker::new();
     tasks.spawn(discovery::run(
