@@ -11,6 +11,13 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bash tests/setup.sh
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+# Build products live outside the clone (like Go's build cache), so a
+# machine that ran the suite once compiles only this repository's crates
+# again: CI runs every time on a fresh clone, and the dependencies (kube,
+# object_store, ...) are most of the build, three times over (tests, fuzz
+# targets, release).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flightrec/cargo-target}"
+echo "== cargo builds in $CARGO_TARGET_DIR" >&2
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -27,10 +27,10 @@ done
 say "building flightrec ($profile) and the demo Go service"
 if [[ $profile == release ]]; then
 	cargo build --release --locked -p flightrec --manifest-path "$repo/Cargo.toml"
-	bin="$repo/target/release/flightrec"
+	bin="${CARGO_TARGET_DIR:-$repo/target}/release/flightrec"
 else
 	cargo build --locked -p flightrec --manifest-path "$repo/Cargo.toml"
-	bin="$repo/target/debug/flightrec"
+	bin="${CARGO_TARGET_DIR:-$repo/target}/debug/flightrec"
 fi
 bash "$repo/tests/go/build.sh" "$repo/target/fixtures" --no-legacy
 

@@ -10,5 +10,5 @@ out="${1:?usage: deploy/docker/build.sh OUT_DIR}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
 cargo build --release --locked -p flightrec
-install -D -m 0755 target/release/flightrec "$out/flightrec"
+install -D -m 0755 "${CARGO_TARGET_DIR:-target}/release/flightrec" "$out/flightrec"
 "$out/flightrec" --version

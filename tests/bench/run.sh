@@ -30,7 +30,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # The agent under test is the release build; the harness itself needs no
 # optimising, so it shares the test suite's debug build.
 cargo build --release --locked -p flightrec --bin flightrec
-export BENCH_AGENT_BIN="${BENCH_AGENT_BIN:-$repo/target/release/flightrec}"
+export BENCH_AGENT_BIN="${BENCH_AGENT_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/flightrec}"
 BENCH_QUICK="$quick" BENCH_SECTIONS="${sections[*]:-}" \
 	cargo test --locked -p flightrec --test bench -- --ignored --nocapture
 echo "bench: report in ${BENCH_OUT:-$repo/target/bench}/report.md" >&2

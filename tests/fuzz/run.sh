@@ -20,7 +20,7 @@ targets=("$@")
 ((${#targets[@]})) || targets=(trace_framing webhook_payload promtext config_load)
 export RUSTC_BOOTSTRAP=1
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-fuzz=(cargo fuzz run --fuzz-dir tests/fuzz --sanitizer none --target-dir "$repo/target/fuzz")
+fuzz=(cargo fuzz run --fuzz-dir tests/fuzz --sanitizer none --target-dir "${CARGO_TARGET_DIR:-$repo/target}/fuzz")
 
 summary=()
 for t in "${targets[@]}"; do
