@@ -72,11 +72,33 @@
 //! assert!(info.end_ns().unwrap() > info.start_ns().unwrap());
 //! ```
 
+mod decoder;
+mod display;
+mod error;
+mod event;
+mod frame;
+mod generation;
+mod gosort;
 mod header;
+mod merge;
+mod order;
+mod order_ranges;
+mod resources;
+mod spec;
+mod tables;
 mod walk;
 mod wire;
 
+pub use decoder::Decoder;
+pub use error::DecodeError;
+pub use event::{
+    metric, Change, Event, Experimental, Frame, Label, Log, Metric, Range, RangeAttribute, RangeName, Region,
+    Stack, StateTransition, Sync, Task,
+};
+pub use generation::{ClockReading, ExperimentalBatch, Generation, RawBatch};
 pub use header::{check_header, sniff, GoVersion, HEADER_LEN};
+pub use resources::{GoId, GoState, ProcId, ProcState, ResourceId, TaskId, ThreadId};
+pub use spec::{EventKind, EventType};
 pub use walk::{inspect, keepable, ClockSnapshot, TraceInfo, Walker};
 
 /// Why bytes are not a usable trace.

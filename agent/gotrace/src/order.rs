@@ -1,0 +1,1056 @@
+//! The ordering state machine: Go's `ordering` (`internal/trace/order.go`).
+//!
+//! It emulates the scheduler state of every goroutine, P and thread so as to
+//! decide whether an event can happen next (the events of different threads
+//! carry sequence numbers that give a partial order) and to validate it.
+//! Events that pass are queued, sometimes with state "smuggled" into unused
+//! arguments as Go does (old states, range names), sometimes with extra
+//! events Go makes up (a coroutine switch is a block, an unblock and a
+//! start). The scheduling events live here; ranges, GC and annotations in
+//! `order_ranges.rs`.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use crate::generation::Generation;
+use crate::spec::*;
+
+pub(crate) const NO_GOROUTINE: i64 = -1;
+pub(crate) const NO_PROC: i64 = -1;
+pub(crate) const NO_THREAD: i64 = -1;
+/// Go's `NoTask`.
+pub(crate) const NO_TASK: u64 = u64::MAX;
+
+/// Goroutine statuses on the wire (`tracev2.GoStatus`).
+pub(crate) mod go_status {
+    pub(crate) const RUNNABLE: u8 = 1;
+    pub(crate) const RUNNING: u8 = 2;
+    pub(crate) const SYSCALL: u8 = 3;
+    pub(crate) const WAITING: u8 = 4;
+}
+
+/// P statuses on the wire (`tracev2.ProcStatus`).
+pub(crate) mod proc_status {
+    pub(crate) const RUNNING: u8 = 1;
+    pub(crate) const IDLE: u8 = 2;
+    pub(crate) const SYSCALL: u8 = 3;
+    pub(crate) const SYSCALL_ABANDONED: u8 = 4;
+}
+
+/// Goroutine states of the API (`trace.GoState`), as numbers.
+pub(crate) mod go_state {
+    pub(crate) const UNDETERMINED: u8 = 0;
+    pub(crate) const NOT_EXIST: u8 = 1;
+    pub(crate) const RUNNABLE: u8 = 2;
+    pub(crate) const RUNNING: u8 = 3;
+    pub(crate) const WAITING: u8 = 4;
+    pub(crate) const SYSCALL: u8 = 5;
+}
+
+/// P states of the API (`trace.ProcState`), as numbers.
+pub(crate) mod proc_state {
+    pub(crate) const UNDETERMINED: u8 = 0;
+    pub(crate) const NOT_EXIST: u8 = 1;
+    pub(crate) const RUNNING: u8 = 2;
+    pub(crate) const IDLE: u8 = 3;
+}
+
+/// Go's `tracev2GoStatus2GoState`; index 0 (GoBad) maps to the zero state.
+pub(crate) const GO_STATUS_TO_STATE: [u8; 5] = [
+    go_state::UNDETERMINED,
+    go_state::RUNNABLE,
+    go_state::RUNNING,
+    go_state::SYSCALL,
+    go_state::WAITING,
+];
+
+/// Go's `tracev2ProcStatus2ProcState`.
+pub(crate) const PROC_STATUS_TO_STATE: [u8; 5] = [
+    proc_state::UNDETERMINED,
+    proc_state::RUNNING,
+    proc_state::IDLE,
+    proc_state::RUNNING,
+    proc_state::IDLE,
+];
+
+/// The goroutine, P and thread an event happened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SchedCtx {
+    pub(crate) g: i64,
+    pub(crate) p: i64,
+    pub(crate) m: i64,
+}
+
+impl SchedCtx {
+    pub(crate) const NONE: SchedCtx = SchedCtx {
+        g: NO_GOROUTINE,
+        p: NO_PROC,
+        m: NO_THREAD,
+    };
+}
+
+/// An event as the ordering holds it: Go's `baseEvent` plus its context
+/// and where its bytes are in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawEvent {
+    pub(crate) typ: EventType,
+    pub(crate) time: i64,
+    pub(crate) ctx: SchedCtx,
+    /// The arguments after the timestamp, as ordered (see the module docs).
+    pub(crate) args: [u64; 4],
+    pub(crate) offset: usize,
+}
+
+/// The event a batch cursor read: type, time, arguments, offset.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BaseEvent {
+    pub(crate) typ: EventType,
+    pub(crate) time: i64,
+    pub(crate) args: [u64; 4],
+    pub(crate) offset: usize,
+}
+
+impl BaseEvent {
+    /// Go's `baseEvent.extra`: the first argument slot after the event's
+    /// own arguments, where the ordering smuggles state.
+    pub(crate) fn extra_index(typ: EventType) -> usize {
+        spec(typ).args.len().saturating_sub(1)
+    }
+}
+
+/// A sequence number within a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seq {
+    gen: u64,
+    seq: u64,
+}
+
+impl Seq {
+    pub(crate) fn new(gen: u64, seq: u64) -> Seq {
+        Seq { gen, seq }
+    }
+
+    /// Whether `self` comes right after `before`.
+    pub(crate) fn succeeds(self, before: Seq) -> bool {
+        self.gen == before.gen && self.seq == before.seq.wrapping_add(1)
+    }
+}
+
+/// A kind of range (GC sweep, mark assist, stop-the-world...) in flight on
+/// a resource: the type of its begin event and, for stop-the-world, the
+/// string id of its reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RangeType {
+    pub(crate) typ: EventType,
+    pub(crate) desc: u64,
+}
+
+impl RangeType {
+    /// Go's `makeRangeType`: ends and actives name their begin.
+    pub(crate) fn new(typ: EventType, desc: u64) -> RangeType {
+        let start = spec(typ).start;
+        RangeType {
+            typ: if start != EV_NONE { start } else { typ },
+            desc,
+        }
+    }
+}
+
+/// Ranges in flight on one resource (Go's `rangeState`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ranges(pub(crate) Vec<RangeType>);
+
+impl Ranges {
+    pub(crate) fn begin(&mut self, r: RangeType) -> Result<(), String> {
+        if self.0.contains(&r) {
+            return Err(format!(
+                "discovered event already in-flight for when starting event {}",
+                spec(r.typ).name
+            ));
+        }
+        self.0.push(r);
+        Ok(())
+    }
+
+    pub(crate) fn active(&mut self, r: RangeType, initial_gen: bool) -> Result<(), String> {
+        if initial_gen {
+            if self.0.contains(&r) {
+                return Err(format!("found named active range already in first gen: {r:?}"));
+            }
+            self.0.push(r);
+        } else if !self.0.contains(&r) {
+            return Err(format!(
+                "resource is missing active range: {} {:?}",
+                spec(r.typ).name,
+                self.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ends the first range begun by the start type of `typ`; returns its
+    /// description.
+    pub(crate) fn end(&mut self, typ: EventType) -> Result<u64, String> {
+        let start = spec(typ).start;
+        match self.0.iter().position(|r| r.typ == start) {
+            Some(i) => Ok(self.0.swap_remove(i).desc),
+            None => Err(format!(
+                "tried to end event {}, but not in-flight",
+                spec(start).name
+            )),
+        }
+    }
+}
+
+/// A user region open on a goroutine: its task and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserRegion {
+    pub(crate) task: u64,
+    pub(crate) name: Box<[u8]>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct GState {
+    pub(crate) status: u8,
+    pub(crate) seq: Seq,
+    pub(crate) regions: Vec<UserRegion>,
+    pub(crate) ranges: Ranges,
+}
+
+impl GState {
+    fn new(status: u8, seq: Seq) -> GState {
+        GState {
+            status,
+            seq,
+            regions: Vec::new(),
+            ranges: Ranges::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PState {
+    pub(crate) status: u8,
+    pub(crate) seq: Seq,
+    pub(crate) ranges: Ranges,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MState {
+    pub(crate) g: i64,
+    pub(crate) p: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TaskState {
+    pub(crate) name: Box<[u8]>,
+    pub(crate) parent: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GcState {
+    Undetermined,
+    NotRunning,
+    Running,
+}
+
+/// Presence a context requires of a goroutine, P or thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    MustNot,
+    May,
+    Must,
+}
+
+pub(crate) struct Reqs {
+    pub(crate) m: Need,
+    pub(crate) p: Need,
+    pub(crate) g: Need,
+}
+
+/// Go's `userGoReqs`: a thread, a P and a goroutine.
+pub(crate) const USER_GO: Reqs = Reqs {
+    m: Need::Must,
+    p: Need::Must,
+    g: Need::Must,
+};
+
+/// Go's `validateCtx`.
+pub(crate) fn validate_ctx(ctx: SchedCtx, reqs: Reqs) -> Result<(), String> {
+    fn check(have: bool, need: Need, what: &str) -> Result<(), String> {
+        match (need, have) {
+            (Need::Must, false) => Err(format!("expected a {what} but didn't have one")),
+            (Need::MustNot, true) => Err(format!("expected no {what} but had one")),
+            _ => Ok(()),
+        }
+    }
+    check(ctx.m != NO_THREAD, reqs.m, "thread")?;
+    check(ctx.p != NO_PROC, reqs.p, "proc")?;
+    check(ctx.g != NO_GOROUTINE, reqs.g, "goroutine")
+}
+
+/// What a handler decided: `None` when the event cannot happen yet (the
+/// caller tries other threads), else the thread's context after it.
+pub(crate) type Advanced = Result<Option<SchedCtx>, String>;
+
+/// Go's `ordering`.
+#[derive(Debug)]
+pub(crate) struct Ordering {
+    pub(crate) g: FxHashMap<i64, GState>,
+    pub(crate) p: FxHashMap<i64, PState>,
+    pub(crate) m: FxHashMap<i64, MState>,
+    pub(crate) tasks: FxHashMap<u64, TaskState>,
+    pub(crate) gc_seq: u64,
+    pub(crate) gc_state: GcState,
+    pub(crate) initial_gen: u64,
+    pub(crate) queue: VecDeque<RawEvent>,
+}
+
+/// What a handler sees of the event being advanced.
+pub(crate) struct Ctx<'a> {
+    pub(crate) ev: &'a mut BaseEvent,
+    pub(crate) gen: &'a mut Generation,
+    pub(crate) gen_num: u64,
+    pub(crate) cur: SchedCtx,
+}
+
+impl Ctx<'_> {
+    /// The event as queued, in context `ctx`.
+    pub(crate) fn event(&self, ctx: SchedCtx) -> RawEvent {
+        RawEvent {
+            typ: self.ev.typ,
+            time: self.ev.time,
+            ctx,
+            args: self.ev.args,
+            offset: self.ev.offset,
+        }
+    }
+
+    /// Go's `makeEvent`: a made-up event at this event's time and offset.
+    pub(crate) fn made_up(&self, ctx: SchedCtx, typ: EventType, args: &[u64]) -> RawEvent {
+        let mut all = [0; 4];
+        for (slot, a) in all.iter_mut().zip(args) {
+            *slot = *a;
+        }
+        RawEvent {
+            typ,
+            time: self.ev.time,
+            ctx,
+            args: all,
+            offset: self.ev.offset,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        spec(self.ev.typ).name
+    }
+}
+
+impl Ordering {
+    pub(crate) fn new() -> Self {
+        Ordering {
+            g: FxHashMap::default(),
+            p: FxHashMap::default(),
+            m: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            gc_seq: 0,
+            gc_state: GcState::Undetermined,
+            initial_gen: 0,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Go's `ordering.Advance`: whether `ev`, from thread `m`, can happen
+    /// now; if so its events are queued.
+    pub(crate) fn advance(
+        &mut self,
+        ev: &mut BaseEvent,
+        gen: &mut Generation,
+        m: i64,
+        gen_num: u64,
+    ) -> Result<bool, String> {
+        if self.initial_gen == 0 {
+            self.initial_gen = gen_num;
+        }
+        let mut cur = SchedCtx {
+            g: NO_GOROUTINE,
+            p: NO_PROC,
+            m,
+        };
+        if m != NO_THREAD {
+            // Created even when the event cannot advance, as Go does: other
+            // events look the thread up.
+            let ms = self.m.entry(m).or_insert(MState {
+                g: NO_GOROUTINE,
+                p: NO_PROC,
+            });
+            cur.p = ms.p;
+            cur.g = ms.g;
+        }
+        let mut cx = Ctx {
+            ev,
+            gen,
+            gen_num,
+            cur,
+        };
+        let next = match cx.ev.typ {
+            EV_PROCS_CHANGE | EV_GO_LABEL | EV_USER_LOG => self.annotation(&mut cx),
+            EV_PROC_START => self.proc_start(&mut cx),
+            EV_PROC_STOP => self.proc_stop(&mut cx),
+            EV_PROC_STEAL => self.proc_steal(&mut cx),
+            EV_PROC_STATUS => self.proc_status(&mut cx),
+            EV_GO_CREATE | EV_GO_CREATE_BLOCKED => self.go_create(&mut cx),
+            EV_GO_CREATE_SYSCALL => self.go_create_syscall(&mut cx),
+            EV_GO_START => self.go_start(&mut cx),
+            EV_GO_DESTROY | EV_GO_STOP | EV_GO_BLOCK => self.go_stop_exec(&mut cx),
+            EV_GO_DESTROY_SYSCALL => self.go_destroy_syscall(&mut cx),
+            EV_GO_UNBLOCK => self.go_unblock(&mut cx),
+            EV_GO_SYSCALL_BEGIN => self.go_syscall_begin(&mut cx),
+            EV_GO_SYSCALL_END => self.go_syscall_end(&mut cx),
+            EV_GO_SYSCALL_END_BLOCKED => self.go_syscall_end_blocked(&mut cx),
+            EV_GO_STATUS | EV_GO_STATUS_STACK => self.go_status(&mut cx),
+            EV_STW_BEGIN | EV_GC_MARK_ASSIST_BEGIN => self.go_range_begin(&mut cx),
+            EV_STW_END | EV_GC_MARK_ASSIST_END => self.go_range_end(&mut cx),
+            EV_GC_MARK_ASSIST_ACTIVE => self.go_range_active(&mut cx),
+            EV_GC_ACTIVE => self.gc_active(&mut cx),
+            EV_GC_BEGIN => self.gc_begin(&mut cx),
+            EV_GC_END => self.gc_end(&mut cx),
+            EV_GC_SWEEP_ACTIVE => self.gc_sweep_active(&mut cx),
+            EV_GC_SWEEP_BEGIN => self.gc_sweep_begin(&mut cx),
+            EV_GC_SWEEP_END => self.gc_sweep_end(&mut cx),
+            EV_HEAP_ALLOC | EV_HEAP_GOAL => self.heap_metric(&mut cx),
+            EV_USER_TASK_BEGIN => self.user_task_begin(&mut cx),
+            EV_USER_TASK_END => self.user_task_end(&mut cx),
+            EV_USER_REGION_BEGIN => self.user_region_begin(&mut cx),
+            EV_USER_REGION_END => self.user_region_end(&mut cx),
+            EV_GO_SWITCH | EV_GO_SWITCH_DESTROY => self.go_switch(&mut cx),
+            EV_SPAN..=EV_GOROUTINE_STACK_FREE => self.alloc_free(&mut cx),
+            other => return Err(format!("bad event type found while ordering: {other}")),
+        }?;
+        match next {
+            Some(new) => {
+                if m != NO_THREAD {
+                    if let Some(ms) = self.m.get_mut(&m) {
+                        ms.p = new.p;
+                        ms.g = new.g;
+                    }
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    pub(crate) fn push(&mut self, ev: RawEvent) {
+        self.queue.push_back(ev);
+    }
+
+    fn proc_status(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        let pid = cx.ev.args[0] as i64;
+        let status = cx.ev.args[1] as u8;
+        let Some(&mapped) = PROC_STATUS_TO_STATE.get(usize::from(status)) else {
+            return Err(format!("invalid status for proc {pid}: {status}"));
+        };
+        let mut old = mapped;
+        let initial = cx.gen_num == self.initial_gen;
+        match self.p.get_mut(&pid) {
+            Some(s) => {
+                if status == proc_status::SYSCALL_ABANDONED && s.status == proc_status::SYSCALL {
+                    // Nothing was lost: the P is still known in its syscall.
+                    old = proc_state::RUNNING;
+                    cx.ev.args[1] = u64::from(proc_status::SYSCALL);
+                } else if status == proc_status::SYSCALL_ABANDONED
+                    && s.status == proc_status::SYSCALL_ABANDONED
+                {
+                    old = proc_state::IDLE;
+                    cx.ev.args[1] = u64::from(proc_status::SYSCALL_ABANDONED);
+                } else if s.status != status {
+                    return Err(format!(
+                        "inconsistent status for proc {pid}: old {} vs. new {}",
+                        s.status, status
+                    ));
+                }
+                s.seq = Seq::new(cx.gen_num, 0);
+            }
+            None => {
+                self.p.insert(
+                    pid,
+                    PState {
+                        status,
+                        seq: Seq::new(cx.gen_num, 0),
+                        ranges: Ranges::default(),
+                    },
+                );
+                old = if initial {
+                    proc_state::UNDETERMINED
+                } else {
+                    proc_state::NOT_EXIST
+                };
+            }
+        }
+        cx.ev.args[BaseEvent::extra_index(cx.ev.typ)] = u64::from(old);
+        let mut new = cx.cur;
+        if status == proc_status::RUNNING || status == proc_status::SYSCALL {
+            new.p = pid;
+        }
+        // A P about to be stolen is reported in the context it is bound to.
+        if status == proc_status::SYSCALL_ABANDONED && old == proc_state::RUNNING {
+            let mut found = false;
+            for (&mid, ms) in &self.m {
+                if ms.p == pid {
+                    cx.cur = SchedCtx {
+                        m: mid,
+                        p: pid,
+                        g: ms.g,
+                    };
+                    found = true;
+                }
+            }
+            if !found {
+                return Err(format!(
+                    "failed to find sched context for proc {pid} that's about to be stolen"
+                ));
+            }
+        }
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    fn proc_start(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        let pid = cx.ev.args[0] as i64;
+        let seq = Seq::new(cx.gen_num, cx.ev.args[1]);
+        let Some(state) = self.p.get_mut(&pid) else {
+            return Ok(None);
+        };
+        if state.status != proc_status::IDLE || !seq.succeeds(state.seq) || cx.cur.p != NO_PROC {
+            return Ok(None);
+        }
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::MustNot,
+                g: Need::May,
+            },
+        )?;
+        state.status = proc_status::RUNNING;
+        state.seq = seq;
+        let mut new = cx.cur;
+        new.p = pid;
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    fn proc_stop(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        let Some(state) = self.p.get_mut(&cx.cur.p) else {
+            return Err(format!(
+                "event {} for proc ({}) that doesn't exist",
+                cx.name(),
+                cx.cur.p
+            ));
+        };
+        if state.status != proc_status::RUNNING && state.status != proc_status::SYSCALL {
+            return Err(format!(
+                "{} event for proc that's not Running or Syscall",
+                cx.name()
+            ));
+        }
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::Must,
+                g: Need::May,
+            },
+        )?;
+        state.status = proc_status::IDLE;
+        let mut new = cx.cur;
+        new.p = NO_PROC;
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    fn proc_steal(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        let pid = cx.ev.args[0] as i64;
+        let seq = Seq::new(cx.gen_num, cx.ev.args[1]);
+        let Some(state) = self.p.get_mut(&pid) else {
+            return Ok(None);
+        };
+        if (state.status != proc_status::SYSCALL && state.status != proc_status::SYSCALL_ABANDONED)
+            || !seq.succeeds(state.seq)
+        {
+            return Ok(None);
+        }
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::May,
+                g: Need::May,
+            },
+        )?;
+        // Seen as Idle -> Idle, not Running -> Idle, when it advanced on an
+        // abandoned syscall.
+        let old = state.status;
+        cx.ev.args[BaseEvent::extra_index(cx.ev.typ)] = u64::from(old);
+        state.status = proc_status::IDLE;
+        state.seq = seq;
+        if old == proc_status::SYSCALL_ABANDONED {
+            self.push(cx.event(cx.cur));
+            return Ok(Some(cx.cur));
+        }
+        let mid = cx.ev.args[2] as i64;
+        let mut new = cx.cur;
+        if mid == cx.cur.m {
+            if cx.cur.p != pid {
+                return Err(format!(
+                    "tried to self-steal proc {pid} (thread {mid}), but got proc {} instead",
+                    cx.cur.p
+                ));
+            }
+            new.p = NO_PROC;
+            self.push(cx.event(cx.cur));
+            return Ok(Some(new));
+        }
+        let Some(ms) = self.m.get_mut(&mid) else {
+            return Err(format!("stole proc from non-existent thread {mid}"));
+        };
+        if ms.p != pid {
+            return Err(format!(
+                "tried to steal proc {pid} from thread {mid}, but got proc {} instead",
+                ms.p
+            ));
+        }
+        // The other thread is leaving its syscall and may now go on.
+        ms.p = NO_PROC;
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    fn go_status(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        let gid = cx.ev.args[0] as i64;
+        let mid = cx.ev.args[1] as i64;
+        let status = cx.ev.args[2] as u8;
+        let Some(&mapped) = GO_STATUS_TO_STATE.get(usize::from(status)) else {
+            return Err(format!("invalid status for goroutine {gid}: {status}"));
+        };
+        let mut old = mapped;
+        match self.g.get_mut(&gid) {
+            Some(s) => {
+                if s.status != status {
+                    return Err(format!(
+                        "inconsistent status for goroutine {gid}: old {} vs. new {}",
+                        s.status, status
+                    ));
+                }
+                s.seq = Seq::new(cx.gen_num, 0);
+            }
+            None if cx.gen_num == self.initial_gen => {
+                self.g.insert(gid, GState::new(status, Seq::new(cx.gen_num, 0)));
+                old = go_state::UNDETERMINED;
+            }
+            None => {
+                return Err(format!(
+                    "found goroutine status for new goroutine after the first generation: id={gid} status={status}"
+                ))
+            }
+        }
+        cx.ev.args[2] = u64::from(old) << 32 | u64::from(status);
+        let mut new = cx.cur;
+        match status {
+            go_status::RUNNING => new.g = gid,
+            go_status::SYSCALL => {
+                if mid == NO_THREAD {
+                    return Err(format!("found goroutine {gid} in syscall without a thread"));
+                }
+                if mid == cx.cur.m {
+                    if cx.gen_num != self.initial_gen && cx.cur.g != gid {
+                        return Err(format!(
+                            "inconsistent thread for syscalling goroutine {gid}: thread has goroutine {}",
+                            cx.cur.g
+                        ));
+                    }
+                    new.g = gid;
+                } else {
+                    // A goroutine blocked in a syscall on another thread for
+                    // the whole generation.
+                    match self.m.get(&mid) {
+                        Some(ms) => {
+                            if ms.g != gid {
+                                return Err(format!(
+                                    "inconsistent thread for syscalling goroutine {gid}: thread has goroutine {}",
+                                    ms.g
+                                ));
+                            }
+                            cx.cur.g = ms.g;
+                        }
+                        None => {
+                            self.m.insert(mid, MState { g: gid, p: NO_PROC });
+                        }
+                    }
+                    cx.cur.m = mid;
+                }
+            }
+            _ => {}
+        }
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    fn go_create(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::Must,
+                g: Need::May,
+            },
+        )?;
+        if let Some(state) = self.g.get(&cx.cur.g) {
+            if state.status != go_status::RUNNING {
+                return Err(format!("{} event for goroutine that's not Running", cx.name()));
+            }
+        }
+        let new_g = cx.ev.args[0] as i64;
+        if self.g.contains_key(&new_g) {
+            return Err(format!("tried to create goroutine ({new_g}) that already exists"));
+        }
+        let status = if cx.ev.typ == EV_GO_CREATE_BLOCKED {
+            go_status::WAITING
+        } else {
+            go_status::RUNNABLE
+        };
+        self.g.insert(new_g, GState::new(status, Seq::new(cx.gen_num, 0)));
+        self.push(cx.event(cx.cur));
+        Ok(Some(cx.cur))
+    }
+
+    /// The running goroutine stops: destroyed, preempted or blocked.
+    fn go_stop_exec(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(cx.cur, USER_GO)?;
+        let g = cx.cur.g;
+        let Some(state) = self.g.get_mut(&g) else {
+            return Err(format!(
+                "event {} for goroutine ({g}) that doesn't exist",
+                cx.name()
+            ));
+        };
+        if state.status != go_status::RUNNING {
+            return Err(format!("{} event for goroutine that's not Running", cx.name()));
+        }
+        match cx.ev.typ {
+            EV_GO_DESTROY => {
+                self.g.remove(&g);
+            }
+            EV_GO_STOP => state.status = go_status::RUNNABLE,
+            _ => state.status = go_status::WAITING,
+        }
+        let mut new = cx.cur;
+        new.g = NO_GOROUTINE;
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    fn go_start(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        let gid = cx.ev.args[0] as i64;
+        let seq = Seq::new(cx.gen_num, cx.ev.args[1]);
+        let Some(state) = self.g.get_mut(&gid) else {
+            return Ok(None);
+        };
+        if state.status != go_status::RUNNABLE || !seq.succeeds(state.seq) {
+            return Ok(None);
+        }
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::Must,
+                g: Need::MustNot,
+            },
+        )?;
+        state.status = go_status::RUNNING;
+        state.seq = seq;
+        let mut new = cx.cur;
+        new.g = gid;
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    fn go_unblock(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        let gid = cx.ev.args[0] as i64;
+        let seq = Seq::new(cx.gen_num, cx.ev.args[1]);
+        let Some(state) = self.g.get_mut(&gid) else {
+            return Ok(None);
+        };
+        if state.status != go_status::WAITING || !seq.succeeds(state.seq) {
+            return Ok(None);
+        }
+        state.status = go_status::RUNNABLE;
+        state.seq = seq;
+        // Anything may unblock a goroutine (sysmon, say): no context check.
+        self.push(cx.event(cx.cur));
+        Ok(Some(cx.cur))
+    }
+
+    /// A coroutine switch: unblocks the next goroutine, blocks or destroys
+    /// the current one and starts the next, as three events.
+    fn go_switch(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(cx.cur, USER_GO)?;
+        let cur_g = cx.cur.g;
+        match self.g.get(&cur_g) {
+            None => {
+                return Err(format!(
+                    "event {} for goroutine ({cur_g}) that doesn't exist",
+                    cx.name()
+                ))
+            }
+            Some(s) if s.status != go_status::RUNNING => {
+                return Err(format!("{} event for goroutine that's not Running", cx.name()))
+            }
+            Some(_) => {}
+        }
+        let next_g = cx.ev.args[0] as i64;
+        let seq = Seq::new(cx.gen_num, cx.ev.args[1]);
+        match self.g.get(&next_g) {
+            Some(s) if s.status == go_status::WAITING && seq.succeeds(s.seq) => {}
+            _ => return Ok(None),
+        }
+        self.push(cx.event(cx.cur));
+        if cx.ev.typ == EV_GO_SWITCH {
+            if let Some(s) = self.g.get_mut(&cur_g) {
+                s.status = go_status::WAITING;
+            }
+            self.push(cx.made_up(cx.cur, EV_GO_BLOCK, &[0, 0]));
+        } else {
+            self.g.remove(&cur_g);
+            self.push(cx.made_up(cx.cur, EV_GO_DESTROY, &[]));
+        }
+        if let Some(s) = self.g.get_mut(&next_g) {
+            s.status = go_status::RUNNING;
+            s.seq = seq;
+        }
+        let mut new = cx.cur;
+        new.g = next_g;
+        let mut start = cx.cur;
+        start.g = NO_GOROUTINE;
+        self.push(cx.made_up(start, EV_GO_START, &[next_g as u64, cx.ev.args[1]]));
+        Ok(Some(new))
+    }
+
+    fn go_syscall_begin(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(cx.cur, USER_GO)?;
+        let g = cx.cur.g;
+        let Some(state) = self.g.get_mut(&g) else {
+            return Err(format!(
+                "event {} for goroutine ({g}) that doesn't exist",
+                cx.name()
+            ));
+        };
+        if state.status != go_status::RUNNING {
+            return Err(format!("{} event for goroutine that's not Running", cx.name()));
+        }
+        state.status = go_status::SYSCALL;
+        let Some(p) = self.p.get_mut(&cx.cur.p) else {
+            return Err(format!(
+                "uninitialized proc {} found during {}",
+                cx.cur.p,
+                cx.name()
+            ));
+        };
+        p.status = proc_status::SYSCALL;
+        // The P sequence number only disambiguates steals: a running P must
+        // match it now.
+        let seq = Seq::new(cx.gen_num, cx.ev.args[0]);
+        if !seq.succeeds(p.seq) {
+            return Err(format!(
+                "failed to advance {}: can't make sequence: {} (gen={}) -> {} (gen={})",
+                cx.name(),
+                p.seq.seq,
+                p.seq.gen,
+                seq.seq,
+                seq.gen
+            ));
+        }
+        p.seq = seq;
+        self.push(cx.event(cx.cur));
+        Ok(Some(cx.cur))
+    }
+
+    fn go_syscall_end(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(cx.cur, USER_GO)?;
+        let g = cx.cur.g;
+        let Some(state) = self.g.get_mut(&g) else {
+            return Err(format!(
+                "event {} for goroutine ({g}) that doesn't exist",
+                cx.name()
+            ));
+        };
+        if state.status != go_status::SYSCALL {
+            return Err(format!("{} event for goroutine that's not Running", cx.name()));
+        }
+        state.status = go_status::RUNNING;
+        let Some(p) = self.p.get_mut(&cx.cur.p) else {
+            return Err(format!(
+                "uninitialized proc {} found during {}",
+                cx.cur.p,
+                cx.name()
+            ));
+        };
+        if p.status != proc_status::SYSCALL {
+            return Err(format!(
+                "expected proc {} in state Syscall, but got {} instead",
+                cx.cur.p, p.status
+            ));
+        }
+        p.status = proc_status::RUNNING;
+        self.push(cx.event(cx.cur));
+        Ok(Some(cx.cur))
+    }
+
+    fn go_syscall_end_blocked(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        // Not before the P it had in the syscall was taken from it.
+        if cx.cur.p != NO_PROC {
+            match self.p.get(&cx.cur.p) {
+                None => {
+                    return Err(format!(
+                        "uninitialized proc {} found during {}",
+                        cx.cur.p,
+                        cx.name()
+                    ))
+                }
+                Some(p) if p.status == proc_status::SYSCALL => return Ok(None),
+                Some(_) => {}
+            }
+        }
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::May,
+                g: Need::Must,
+            },
+        )?;
+        let g = cx.cur.g;
+        let Some(state) = self.g.get_mut(&g) else {
+            return Err(format!(
+                "event {} for goroutine ({g}) that doesn't exist",
+                cx.name()
+            ));
+        };
+        if state.status != go_status::SYSCALL {
+            return Err(format!("{} event for goroutine that's not Running", cx.name()));
+        }
+        state.status = go_status::RUNNABLE;
+        let mut new = cx.cur;
+        new.g = NO_GOROUTINE;
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    /// A goroutine appears in a syscall: a cgo callback on a C thread.
+    fn go_create_syscall(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::May,
+                g: Need::MustNot,
+            },
+        )?;
+        let new_g = cx.ev.args[0] as i64;
+        if self.g.contains_key(&new_g) {
+            return Err(format!(
+                "tried to create goroutine ({new_g}) in syscall that already exists"
+            ));
+        }
+        self.g
+            .insert(new_g, GState::new(go_status::SYSCALL, Seq::new(cx.gen_num, 0)));
+        let mut new = cx.cur;
+        new.g = new_g;
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    /// A cgo callback's goroutine goes away; its thread also loses its P,
+    /// since the thread id may be reused.
+    fn go_destroy_syscall(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::May,
+                g: Need::Must,
+            },
+        )?;
+        let g = cx.cur.g;
+        match self.g.get(&g) {
+            None => {
+                return Err(format!(
+                    "event {} for goroutine ({g}) that doesn't exist",
+                    cx.name()
+                ))
+            }
+            Some(s) if s.status != go_status::SYSCALL => {
+                return Err(format!("{} event for goroutine that's not Syscall", cx.name()))
+            }
+            Some(_) => {}
+        }
+        self.g.remove(&g);
+        let mut new = cx.cur;
+        new.g = NO_GOROUTINE;
+        if cx.cur.p != NO_PROC {
+            let Some(p) = self.p.get_mut(&cx.cur.p) else {
+                return Err(format!("found invalid proc {} during {}", cx.cur.p, cx.name()));
+            };
+            if p.status != proc_status::SYSCALL {
+                return Err(format!(
+                    "proc {} in unexpected state {} during {}",
+                    cx.cur.p,
+                    p.status,
+                    cx.name()
+                ));
+            }
+            p.status = proc_status::SYSCALL_ABANDONED;
+            new.p = NO_PROC;
+            let mut steal = cx.made_up(cx.cur, EV_PROC_STEAL, &[cx.cur.p as u64]);
+            steal.args[BaseEvent::extra_index(EV_PROC_STEAL)] = u64::from(proc_status::SYSCALL);
+            self.push(steal);
+        }
+        self.push(cx.event(cx.cur));
+        Ok(Some(new))
+    }
+
+    /// Instantaneous events of a running goroutine.
+    fn annotation(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(cx.cur, USER_GO)?;
+        self.push(cx.event(cx.cur));
+        Ok(Some(cx.cur))
+    }
+
+    fn heap_metric(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::Must,
+                g: Need::May,
+            },
+        )?;
+        self.push(cx.event(cx.cur));
+        Ok(Some(cx.cur))
+    }
+
+    fn alloc_free(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        validate_ctx(
+            cx.cur,
+            Reqs {
+                m: Need::Must,
+                p: Need::May,
+                g: Need::May,
+            },
+        )?;
+        self.push(cx.event(cx.cur));
+        Ok(Some(cx.cur))
+    }
+}
