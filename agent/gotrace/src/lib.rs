@@ -85,6 +85,7 @@ mod order;
 mod order_ranges;
 mod resources;
 mod spec;
+pub mod summary;
 mod tables;
 mod walk;
 mod wire;
