@@ -15,8 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let data = std::fs::read(&path).map_err(|e| format!("read {path}: {e}"))?;
         let mut dec = gotrace::Decoder::new();
         let mut write_err = None;
+        // Go's bytes, not Display's: function names need not be UTF-8.
         let mut sink = |ev: &gotrace::Event<'_>| {
-            if let Err(e) = writeln!(out, "{ev}") {
+            let mut line = ev.go_string();
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line) {
                 write_err.get_or_insert(e);
             }
         };

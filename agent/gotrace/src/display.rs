@@ -2,16 +2,27 @@
 //! -d=parsed` shows, one event per line): the decoder's output can be
 //! diffed against Go's, line for line.
 
-use std::fmt::{self, Write};
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
 
 use crate::event::{Change, Event, Frame, RangeName};
 use crate::resources::ResourceId;
 use crate::spec::EventKind;
 
-impl fmt::Display for Event<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Event<'_> {
+    /// The bytes Go's `Event.String()` returns for this event. Go writes
+    /// function and file names as they are, so they need not be UTF-8;
+    /// `Display` shows the same text with such bytes replaced.
+    pub fn go_string(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        // Writing to a Vec cannot fail.
+        let _ = self.write_go(&mut out);
+        out
+    }
+
+    fn write_go(&self, out: &mut Vec<u8>) -> io::Result<()> {
         write!(
-            f,
+            out,
             "M={} P={} G={} {} Time={}",
             self.thread().0,
             self.proc().0,
@@ -22,41 +33,47 @@ impl fmt::Display for Event<'_> {
         match self.kind() {
             EventKind::Metric => {
                 if let Some(m) = self.metric() {
-                    write!(f, " Name={} Value={}", Quoted(m.name.as_bytes()), Uint(m.value))?;
+                    write!(out, " Name={} Value={}", Quoted(m.name.as_bytes()), Uint(m.value))?;
                 }
             }
             EventKind::Label => {
                 if let Some(l) = self.label() {
-                    write!(f, " Label={} Resource={}", Quoted(l.label), l.resource)?;
+                    write!(out, " Label={} Resource={}", Quoted(l.label), l.resource)?;
                 }
             }
             EventKind::RangeBegin | EventKind::RangeActive | EventKind::RangeEnd => {
                 if let Some(r) = self.range() {
-                    write!(f, " Name={} Scope={}", Quoted(&range_name(r.name)), r.scope)?;
+                    write!(out, " Name={} Scope={}", Quoted(&range_name(r.name)), r.scope)?;
                 }
                 if let Some(attrs) = self.range_attributes() {
-                    f.write_str(" Attributes=[")?;
+                    out.extend_from_slice(b" Attributes=[");
                     for (i, a) in attrs.iter().enumerate() {
                         let sep = if i == 0 { "" } else { " " };
-                        write!(f, "{sep}{}={}", Quoted(a.name.as_bytes()), Uint(a.value))?;
+                        write!(out, "{sep}{}={}", Quoted(a.name.as_bytes()), Uint(a.value))?;
                     }
-                    f.write_str("]")?;
+                    out.push(b']');
                 }
             }
             EventKind::TaskBegin | EventKind::TaskEnd => {
                 if let Some(t) = self.task() {
-                    write!(f, " ID={} Parent={} Type={}", t.id.0, t.parent.0, Quoted(t.kind))?;
+                    write!(
+                        out,
+                        " ID={} Parent={} Type={}",
+                        t.id.0,
+                        t.parent.0,
+                        Quoted(t.kind)
+                    )?;
                 }
             }
             EventKind::RegionBegin | EventKind::RegionEnd => {
                 if let Some(r) = self.region() {
-                    write!(f, " Task={} Type={}", r.task.0, Quoted(r.kind))?;
+                    write!(out, " Task={} Type={}", r.task.0, Quoted(r.kind))?;
                 }
             }
             EventKind::Log => {
                 if let Some(l) = self.log() {
                     write!(
-                        f,
+                        out,
                         " Task={} Category={} Message={}",
                         l.task.0,
                         Quoted(l.category),
@@ -68,36 +85,36 @@ impl fmt::Display for Event<'_> {
                 if let Some(s) = self.state_transition() {
                     match (s.resource, s.change) {
                         (ResourceId::Goroutine(g), Change::Goroutine { from, to }) => {
-                            write!(f, " GoID={} {from}->{to}", g.0)?
+                            write!(out, " GoID={} {from}->{to}", g.0)?
                         }
                         (ResourceId::Proc(p), Change::Proc { from, to }) => {
-                            write!(f, " ProcID={} {from}->{to}", p.0)?
+                            write!(out, " ProcID={} {from}->{to}", p.0)?
                         }
                         _ => {}
                     }
-                    write!(f, " Reason={}", Quoted(s.reason))?;
+                    write!(out, " Reason={}", Quoted(s.reason))?;
                     if let Some(stack) = s.stack {
-                        f.write_str("\nTransitionStack=\n")?;
-                        frames(f, "\t", stack.frames())?;
+                        out.extend_from_slice(b"\nTransitionStack=\n");
+                        frames(out, stack.frames())?;
                     }
                 }
             }
             EventKind::Experimental => {
                 if let Some(x) = self.experimental() {
-                    write!(f, " Name={} Args=[", x.name)?;
+                    write!(out, " Name={} Args=[", x.name)?;
                     for (i, (name, v)) in x.arg_names.iter().zip(x.args()).enumerate() {
                         let sep = if i == 0 { "" } else { ", " };
-                        write!(f, "{sep}{name}={}", Uint(*v))?;
+                        write!(out, "{sep}{name}={}", Uint(*v))?;
                     }
-                    f.write_str("]")?;
+                    out.push(b']');
                 }
             }
             EventKind::Sync => {
                 if let Some(s) = self.sync() {
-                    write!(f, " N={}", s.n)?;
+                    write!(out, " N={}", s.n)?;
                     if let Some(c) = s.clock {
                         write!(
-                            f,
+                            out,
                             " Trace={} Mono={} Wall={}",
                             c.trace_ns,
                             c.mono_ns,
@@ -109,10 +126,16 @@ impl fmt::Display for Event<'_> {
             EventKind::Bad | EventKind::StackSample => {}
         }
         if let Some(stack) = self.stack() {
-            f.write_str("\nStack=\n")?;
-            frames(f, "\t", stack.frames())?;
+            out.extend_from_slice(b"\nStack=\n");
+            frames(out, stack.frames())?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.go_string()))
     }
 }
 
@@ -123,15 +146,15 @@ fn range_name(name: RangeName<'_>) -> Vec<u8> {
     }
 }
 
-/// Go's `printStack`.
-fn frames<'a>(
-    f: &mut fmt::Formatter<'_>,
-    prefix: &str,
-    frames: impl Iterator<Item = Frame<'a>>,
-) -> fmt::Result {
+/// Go's `printStack`, with the `"\t"` prefix `String()` gives it.
+fn frames<'a>(out: &mut Vec<u8>, frames: impl Iterator<Item = Frame<'a>>) -> io::Result<()> {
     for fr in frames {
-        writeln!(f, "{prefix}{} @ {:#x}", String::from_utf8_lossy(fr.func), fr.pc)?;
-        writeln!(f, "{prefix}\t{}:{}", String::from_utf8_lossy(fr.file), fr.line)?;
+        out.push(b'\t');
+        out.extend_from_slice(fr.func);
+        writeln!(out, " @ {:#x}", fr.pc)?;
+        out.extend_from_slice(b"\t\t");
+        out.extend_from_slice(fr.file);
+        writeln!(out, ":{}", fr.line)?;
     }
     Ok(())
 }

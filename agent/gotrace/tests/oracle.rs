@@ -70,14 +70,11 @@ fn decode_with(data: &[u8], chunk: usize, complete: bool, text: bool) -> Outcome
     let mut s = Summarizer::new();
     let mut digest = Fnv::new();
     let mut events = 0;
-    let mut line = String::new();
     let mut sink = |ev: &Event<'_>| {
-        use std::fmt::Write;
         events += 1;
         if text {
-            line.clear();
-            let _ = writeln!(line, "{ev}");
-            digest.write(line.as_bytes());
+            digest.write(&ev.go_string());
+            digest.write(b"\n");
         } else {
             digest.write(&ev.time().to_le_bytes());
             digest.write(&ev.offset().to_le_bytes());
@@ -337,4 +334,28 @@ fn serde_writes_the_doc_s_field_names() {
     }
     let back: Summary = serde_json::from_value(json).expect("deserialize");
     assert_eq!(back, summary);
+}
+
+/// Found by the differential test against Go: Go's `String()` writes a
+/// function name as it is, bytes that are not UTF-8 included.
+#[test]
+fn names_that_are_not_utf8_print_as_go_s_bytes() {
+    let mut data = std::fs::read(testdata().join("go1.26.trace")).expect("read");
+    let at = data
+        .windows(14)
+        .position(|w| w == b"runtime.gopark")
+        .expect("a stack names runtime.gopark");
+    data[at + 9] = 0xff;
+    let mut seen = 0;
+    let mut dec = Decoder::new();
+    let mut sink = |ev: &Event<'_>| {
+        let go = ev.go_string();
+        if go.windows(14).any(|w| w == b"runtime.g\xffpark") {
+            seen += 1;
+            assert!(ev.to_string().contains("runtime.g\u{fffd}park"));
+        }
+    };
+    dec.feed(&data, &mut sink).expect("valid");
+    dec.finish(true, &mut sink).expect("valid");
+    assert!(seen > 0);
 }
