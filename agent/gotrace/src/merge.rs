@@ -76,10 +76,12 @@ impl Cursor {
 
 /// Reads one timed event (Go's `readTimedBaseEvent`): its type, the
 /// timestamp delta it returns and the arguments it stores in `e`. Returns
-/// how many bytes it took. `b` is not empty.
+/// how many bytes it took.
 #[inline]
 fn read_timed(b: &[u8], e: &mut BaseEvent) -> Result<(usize, u64), String> {
-    let typ = b[0];
+    let Some(&typ) = b.first() else {
+        return Err("found an empty event".into());
+    };
     if usize::from(typ) >= SPECS.len() {
         return Err(format!("found invalid event type: {typ}"));
     }
