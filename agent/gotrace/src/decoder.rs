@@ -11,7 +11,7 @@ use crate::error::DecodeError;
 use crate::frame::{FrameError, Framer, Record};
 use crate::generation::{ticks_to_ns, GenError, Generation};
 use crate::header::{check_header, GoVersion, HEADER_LEN};
-use crate::merge::{self, Cursor, Emit, MergeError};
+use crate::merge::{self, Emit, Frontier, MergeError};
 use crate::order::{Ordering, RawEvent, SchedCtx};
 use crate::resources::{GoId, GoState, ProcId};
 use crate::spec::{spec, EV_SYNTHETIC_SYNC};
@@ -48,7 +48,7 @@ struct State {
     version: GoVersion,
     gen: Generation,
     order: Ordering,
-    frontier: Vec<Cursor>,
+    frontier: Frontier,
     out: Output,
     /// Stream offset where the last generation yielded ended.
     whole_end: usize,
@@ -177,7 +177,7 @@ impl Decoder {
                 version: GoVersion(0),
                 gen: Generation::new(GoVersion(0)),
                 order: Ordering::new(),
-                frontier: Vec::new(),
+                frontier: Frontier::default(),
                 out: Output { last_ts: 0, syncs: 0 },
                 whole_end: HEADER_LEN,
             },

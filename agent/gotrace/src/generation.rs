@@ -231,17 +231,20 @@ impl Generation {
         }
     }
 
-    /// An event batch by index (see [`ThreadBatches`]).
+    /// Where an event batch (by index, see [`ThreadBatches`]) lies in
+    /// [`Generation::data`]: start, length, timestamp, stream offset.
     #[inline]
-    pub(crate) fn event_batch(&self, i: u32) -> (&[u8], u64, usize) {
+    pub(crate) fn event_batch(&self, i: u32) -> (usize, usize, u64, usize) {
         match self.slots.get(i as usize) {
-            Some(s) => (
-                self.data.get(s.start..s.start + s.len).unwrap_or(&[]),
-                s.header.ts,
-                s.header.body_offset,
-            ),
-            None => (&[], 0, 0),
+            Some(s) => (s.start, s.len, s.header.ts, s.header.body_offset),
+            None => (0, 0, 0, 0),
         }
+    }
+
+    /// The bodies of every batch, back to back.
+    #[inline]
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
     }
 
     /// The experimental batches, in stream order.

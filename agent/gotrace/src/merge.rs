@@ -21,11 +21,21 @@ pub(crate) struct MergeError {
 #[derive(Debug, Clone)]
 pub(crate) struct Cursor {
     m: i64,
+    /// The thread's slot in the ordering, once it has one.
+    slot: Option<usize>,
     /// Index of the thread in `Generation::threads`.
     thread: usize,
     last_ts: i64,
+    /// Index of the current batch in the thread's list, and whether the
+    /// fields below describe it yet.
     idx: usize,
-    data_off: usize,
+    loaded: bool,
+    /// What is left of the current batch in the generation's data, its
+    /// timestamp, and what turns a data index into a stream offset.
+    pos: usize,
+    end: usize,
+    ts: u64,
+    to_stream: usize,
     /// The next event, read but not yet ordered.
     ev: BaseEvent,
 }
@@ -34,45 +44,72 @@ impl Cursor {
     fn new(m: i64, thread: usize) -> Self {
         Cursor {
             m,
+            slot: None,
             thread,
             last_ts: 0,
             idx: 0,
-            data_off: 0,
+            loaded: false,
+            pos: 0,
+            end: 0,
+            ts: 0,
+            to_stream: 0,
             ev: BaseEvent::default(),
         }
     }
 
-    /// Reads the thread's next event; `Ok(false)` when it has no more.
-    fn next_event(&mut self, gen: &Generation) -> Result<bool, MergeError> {
-        let Some(t) = gen.threads.get(self.thread) else {
-            return Ok(false);
+    /// Takes the batch at `idx`; `false` when the thread has no more.
+    fn load(&mut self, gen: &Generation) -> bool {
+        let Some(&b) = gen.threads.get(self.thread).and_then(|t| t.batches.get(self.idx)) else {
+            return false;
         };
-        loop {
-            let Some(&b) = t.batches.get(self.idx) else {
-                return Ok(false);
-            };
-            let (data, ts, body_offset) = gen.event_batch(b);
-            if self.data_off >= data.len() {
-                // Go accepts empty batches.
+        let (start, len, ts, body_offset) = gen.event_batch(b);
+        (self.pos, self.end, self.ts) = (start, start + len, ts);
+        self.to_stream = body_offset.wrapping_sub(start);
+        self.loaded = true;
+        self.last_ts = 0;
+        true
+    }
+
+    /// Reads the thread's next event; `Ok(false)` when it has no more.
+    #[inline]
+    fn next_event(&mut self, gen: &Generation) -> Result<bool, MergeError> {
+        // Go skips what is read of a batch, and empty batches.
+        while self.pos >= self.end {
+            if self.loaded {
                 self.idx += 1;
-                self.data_off = 0;
-                self.last_ts = 0;
-                continue;
             }
-            if self.last_ts == 0 {
-                self.last_ts = ticks_to_ns(gen.ns_per_tick, ts);
+            if !self.load(gen) {
+                return Ok(false);
             }
-            let offset = body_offset + self.data_off;
-            let (n, dt) = read_timed(&data[self.data_off..], &mut self.ev)
-                .map_err(|what| MergeError { offset, what })?;
-            self.ev.time = ticks_to_ns(gen.ns_per_tick, dt).wrapping_add(self.last_ts);
-            self.ev.offset = offset;
-            self.last_ts = self.ev.time;
-            self.data_off += n;
-            return Ok(true);
         }
+        // Also after an event that came out at time 0, as in Go.
+        if self.last_ts == 0 {
+            self.last_ts = ticks_to_ns(gen.ns_per_tick, self.ts);
+        }
+        let offset = self.pos.wrapping_add(self.to_stream);
+        let data = gen.data().get(self.pos..self.end).unwrap_or(&[]);
+        let (n, dt) = read_timed(data, &mut self.ev).map_err(|what| MergeError { offset, what })?;
+        self.ev.time = ticks_to_ns(gen.ns_per_tick, dt).wrapping_add(self.last_ts);
+        self.ev.offset = offset;
+        self.last_ts = self.ev.time;
+        self.pos += n;
+        Ok(true)
     }
 }
+
+/// Arguments (the timestamp delta included) of each timed event type, 0
+/// for the others: Go's spec table, flattened for the hot loop.
+static TIMED_ARGS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < SPECS.len() {
+        if SPECS[i].timed {
+            t[i] = SPECS[i].args.len() as u8;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// Reads one timed event (Go's `readTimedBaseEvent`): its type, the
 /// timestamp delta it returns and the arguments it stores in `e`. Returns
@@ -82,24 +119,20 @@ fn read_timed(b: &[u8], e: &mut BaseEvent) -> Result<(usize, u64), String> {
     let Some(&typ) = b.first() else {
         return Err("found an empty event".into());
     };
-    if usize::from(typ) >= SPECS.len() {
-        return Err(format!("found invalid event type: {typ}"));
-    }
-    let s = spec(typ);
-    if s.args.is_empty() || !s.timed {
-        return Err(format!("found event without a timestamp: type={typ}"));
+    let nargs = usize::from(TIMED_ARGS[usize::from(typ)]);
+    if nargs == 0 {
+        return Err(untimed(typ));
     }
     e.typ = typ;
     let mut n = 1;
-    let dt = match read_uvarint(b, &mut n) {
-        Some(v) => v,
-        None => return Err("found invalid uvarint for timestamp".into()),
+    let Some(dt) = read_uvarint(b, &mut n) else {
+        return Err("found invalid uvarint for timestamp".into());
     };
     // Go leaves the slots past the event's own arguments as the cursor's
     // previous event had them; nothing it yields reads them, and zeros keep
     // `Event::raw_args` meaningful.
     e.args = [0; 4];
-    for slot in e.args.iter_mut().take(s.args.len() - 1) {
+    for slot in e.args.iter_mut().take(nargs - 1) {
         match read_uvarint(b, &mut n) {
             Some(v) => *slot = v,
             None => return Err("found invalid uvarint".into()),
@@ -108,13 +141,27 @@ fn read_timed(b: &[u8], e: &mut BaseEvent) -> Result<(usize, u64), String> {
     Ok((n, dt))
 }
 
+#[cold]
+fn untimed(typ: u8) -> String {
+    if usize::from(typ) >= SPECS.len() {
+        format!("found invalid event type: {typ}")
+    } else {
+        format!("found event without a timestamp: type={typ}")
+    }
+}
+
 /// Go's `binary.Uvarint` at `b[*n..]`, advancing `n`; `None` when the
 /// data ends inside it or it overflows.
 #[inline(always)]
 fn read_uvarint(b: &[u8], n: &mut usize) -> Option<u64> {
-    let mut x = 0u64;
-    let mut shift = 0;
-    let mut i = *n;
+    let first = *b.get(*n)?;
+    if first < 0x80 {
+        *n += 1;
+        return Some(u64::from(first));
+    }
+    let mut x = u64::from(first & 0x7f);
+    let mut shift = 7;
+    let mut i = *n + 1;
     loop {
         let byte = *b.get(i)?;
         let k = i - *n;
@@ -134,20 +181,25 @@ fn read_uvarint(b: &[u8], n: &mut usize) -> Option<u64> {
     }
 }
 
-fn heap_insert(heap: &mut Vec<Cursor>, c: Cursor) {
-    heap.push(c);
+/// The frontier: Go's min-heap of batch cursors by the time of their next
+/// event, as (time, index into the cursors) so that moving an entry moves
+/// 16 bytes; only the times are compared, as in Go.
+type Heap = Vec<(i64, u32)>;
+
+fn heap_insert(heap: &mut Heap, e: (i64, u32)) {
+    heap.push(e);
     let last = heap.len() - 1;
     sift_up(heap, last);
 }
 
-fn heap_update(heap: &mut [Cursor], i: usize) {
+fn heap_update(heap: &mut Heap, i: usize) {
     if sift_up(heap, i) != i {
         return;
     }
     sift_down(heap, i);
 }
 
-fn heap_remove(heap: &mut Vec<Cursor>, mut i: usize) {
+fn heap_remove(heap: &mut Heap, mut i: usize) {
     // Go sifts the entry to the root regardless of times, then pops it.
     while i > 0 {
         heap.swap((i - 1) / 2, i);
@@ -159,15 +211,15 @@ fn heap_remove(heap: &mut Vec<Cursor>, mut i: usize) {
     sift_down(heap, 0);
 }
 
-fn sift_up(heap: &mut [Cursor], mut i: usize) -> usize {
-    while i > 0 && heap[(i - 1) / 2].ev.time > heap[i].ev.time {
+fn sift_up(heap: &mut Heap, mut i: usize) -> usize {
+    while i > 0 && heap[(i - 1) / 2].0 > heap[i].0 {
         heap.swap((i - 1) / 2, i);
         i = (i - 1) / 2;
     }
     i
 }
 
-fn sift_down(heap: &mut [Cursor], mut i: usize) {
+fn sift_down(heap: &mut Heap, mut i: usize) {
     loop {
         let m = min3(heap, i, 2 * i + 1, 2 * i + 2);
         if m == i {
@@ -178,15 +230,19 @@ fn sift_down(heap: &mut [Cursor], mut i: usize) {
     }
 }
 
-fn min3(heap: &[Cursor], i0: usize, i1: usize, i2: usize) -> usize {
+#[inline]
+fn min3(heap: &Heap, i0: usize, i1: usize, i2: usize) -> usize {
     let mut min = i0;
-    let mut min_t = heap.get(i0).map_or(i64::MAX, |c| c.ev.time);
-    for i in [i1, i2] {
-        if let Some(c) = heap.get(i) {
-            if c.ev.time < min_t {
-                min_t = c.ev.time;
-                min = i;
-            }
+    let mut min_t = heap.get(i0).map_or(i64::MAX, |c| c.0);
+    if let Some(c) = heap.get(i1) {
+        if c.0 < min_t {
+            min_t = c.0;
+            min = i1;
+        }
+    }
+    if let Some(c) = heap.get(i2) {
+        if c.0 < min_t {
+            min = i2;
         }
     }
     min
@@ -198,34 +254,43 @@ pub(crate) trait Emit {
     fn emit(&mut self, ev: RawEvent, gen: &Generation) -> Result<(), MergeError>;
 }
 
+/// The cursors of one generation and their heap, kept between generations
+/// for their allocations.
+#[derive(Debug, Default)]
+pub(crate) struct Frontier {
+    cursors: Vec<Cursor>,
+    heap: Heap,
+}
+
 /// Yields every event of a whole generation, after its Sync event, in Go's
-/// order. `frontier` is scratch space kept between generations.
+/// order.
 pub(crate) fn run(
     order: &mut Ordering,
     gen: &mut Generation,
-    frontier: &mut Vec<Cursor>,
+    f: &mut Frontier,
     out: &mut impl Emit,
     sync: RawEvent,
 ) -> Result<(), MergeError> {
-    frontier.clear();
+    f.cursors.clear();
+    f.heap.clear();
     for (k, t) in gen.threads.iter().enumerate() {
         let mut c = Cursor::new(t.m, k);
         if c.next_event(gen)? {
-            heap_insert(frontier, c);
+            heap_insert(&mut f.heap, (c.ev.time, f.cursors.len() as u32));
+            f.cursors.push(c);
         }
     }
     out.emit(sync, gen)?;
     let mut cpu = 0;
     loop {
-        while let Some(ev) = order.queue.pop_front() {
-            out.emit(ev, gen)?;
+        // Everything the last advance queued goes out before the next one.
+        for i in 0..order.queue.len() {
+            out.emit(order.queue[i], gen)?;
         }
-        let samples = gen.cpu_samples.len();
-        if frontier.is_empty() && cpu >= samples {
-            return Ok(());
-        }
+        order.queue.clear();
+        let head = f.heap.first().map(|h| h.0);
         if let Some(s) = gen.cpu_samples.get(cpu) {
-            if frontier.first().is_none_or(|c| s.time < c.ev.time) {
+            if head.is_none_or(|t| s.time < t) {
                 let mut args = [0; 4];
                 args[0] = s.stack;
                 let ev = RawEvent {
@@ -240,22 +305,24 @@ pub(crate) fn run(
                 continue;
             }
         }
-        if try_advance(order, gen, frontier, 0)? {
+        if head.is_none() {
+            return Ok(());
+        }
+        if try_advance(order, gen, f, 0)? {
             continue;
         }
         // The head cannot go yet: try the others in time order (rare).
-        sort_func(frontier, |a, b| a.ev.time < b.ev.time);
+        sort_func(&mut f.heap, |a, b| a.0 < b.0);
         let mut advanced = false;
-        for i in 1..frontier.len() {
-            if try_advance(order, gen, frontier, i)? {
+        for i in 1..f.heap.len() {
+            if try_advance(order, gen, f, i)? {
                 advanced = true;
                 break;
             }
         }
         if !advanced {
-            let (offset, name) = frontier
-                .first()
-                .map_or((gen.end_offset(), ""), |c| (c.ev.offset, spec(c.ev.typ).name));
+            let first = f.heap.first().and_then(|h| f.cursors.get(h.1 as usize));
+            let (offset, name) = first.map_or((gen.end_offset(), ""), |c| (c.ev.offset, spec(c.ev.typ).name));
             return Err(MergeError {
                 offset,
                 what: format!(
@@ -270,21 +337,24 @@ pub(crate) fn run(
 fn try_advance(
     order: &mut Ordering,
     gen: &mut Generation,
-    frontier: &mut Vec<Cursor>,
+    f: &mut Frontier,
     i: usize,
 ) -> Result<bool, MergeError> {
     let number = gen.number;
-    let c = &mut frontier[i];
+    let Some(c) = f.heap.get(i).and_then(|h| f.cursors.get_mut(h.1 as usize)) else {
+        return Ok(false);
+    };
     let offset = c.ev.offset;
-    match order.advance(&mut c.ev, gen, c.m, number) {
+    match order.advance(&mut c.ev, gen, c.m, &mut c.slot, number) {
         Ok(true) => {}
         Ok(false) => return Ok(false),
         Err(what) => return Err(MergeError { offset, what }),
     }
     if c.next_event(gen)? {
-        heap_update(frontier, i);
+        f.heap[i].0 = c.ev.time;
+        heap_update(&mut f.heap, i);
     } else {
-        heap_remove(frontier, i);
+        heap_remove(&mut f.heap, i);
     }
     Ok(true)
 }
@@ -330,26 +400,20 @@ mod tests {
         assert!(read_timed(&[17], &mut e).unwrap_err().contains("for timestamp"));
     }
 
-    fn cursor(time: i64, m: i64) -> Cursor {
-        let mut c = Cursor::new(m, 0);
-        c.ev.time = time;
-        c
-    }
-
     #[test]
     fn the_heap_keeps_go_s_layout() {
         let mut h = Vec::new();
         for (t, m) in [(5, 1), (3, 2), (5, 3), (3, 4), (1, 5), (5, 6)] {
-            heap_insert(&mut h, cursor(t, m));
+            heap_insert(&mut h, (t, m));
         }
-        let ms = |h: &[Cursor]| h.iter().map(|c| c.m).collect::<Vec<_>>();
+        let ms = |h: &Heap| h.iter().map(|c| c.1).collect::<Vec<_>>();
         // Worked by hand through Go's heapInsert: strict comparisons, so
         // equal times never move past each other.
         assert_eq!(ms(&h), [5, 2, 3, 1, 4, 6]);
-        h[0].ev.time = 3;
+        h[0].0 = 3;
         heap_update(&mut h, 0);
         assert_eq!(ms(&h), [5, 2, 3, 1, 4, 6]);
-        h[0].ev.time = 4;
+        h[0].0 = 4;
         heap_update(&mut h, 0);
         assert_eq!(ms(&h), [2, 4, 3, 1, 5, 6]);
         heap_remove(&mut h, 3);

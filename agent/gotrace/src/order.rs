@@ -9,8 +9,6 @@
 //! start). The scheduling events live here; ranges, GC and annotations in
 //! `order_ranges.rs`.
 
-use std::collections::VecDeque;
-
 use rustc_hash::FxHashMap;
 
 use crate::generation::Generation;
@@ -276,18 +274,80 @@ pub(crate) const USER_GO: Reqs = Reqs {
     g: Need::Must,
 };
 
-/// Go's `validateCtx`.
+/// Go's `validateCtx`. Inlined with constant requirements, it is a few
+/// compares; the message is only made on failure.
+#[inline(always)]
 pub(crate) fn validate_ctx(ctx: SchedCtx, reqs: Reqs) -> Result<(), String> {
-    fn check(have: bool, need: Need, what: &str) -> Result<(), String> {
+    let ok = |have: bool, need: Need| match need {
+        Need::Must => have,
+        Need::MustNot => !have,
+        Need::May => true,
+    };
+    if ok(ctx.m != NO_THREAD, reqs.m) && ok(ctx.p != NO_PROC, reqs.p) && ok(ctx.g != NO_GOROUTINE, reqs.g) {
+        Ok(())
+    } else {
+        Err(ctx_error(ctx, reqs))
+    }
+}
+
+#[cold]
+fn ctx_error(ctx: SchedCtx, reqs: Reqs) -> String {
+    for (have, need, what) in [
+        (ctx.m != NO_THREAD, reqs.m, "thread"),
+        (ctx.p != NO_PROC, reqs.p, "proc"),
+        (ctx.g != NO_GOROUTINE, reqs.g, "goroutine"),
+    ] {
         match (need, have) {
-            (Need::Must, false) => Err(format!("expected a {what} but didn't have one")),
-            (Need::MustNot, true) => Err(format!("expected no {what} but had one")),
-            _ => Ok(()),
+            (Need::Must, false) => return format!("expected a {what} but didn't have one"),
+            (Need::MustNot, true) => return format!("expected no {what} but had one"),
+            _ => {}
         }
     }
-    check(ctx.m != NO_THREAD, reqs.m, "thread")?;
-    check(ctx.p != NO_PROC, reqs.p, "proc")?;
-    check(ctx.g != NO_GOROUTINE, reqs.g, "goroutine")
+    "invalid context".into()
+}
+
+/// The threads' states, in slots that stay put: a batch cursor keeps the
+/// slot of its thread, so the thread of every event is not looked up.
+#[derive(Debug, Default)]
+pub(crate) struct Threads {
+    index: FxHashMap<i64, u32>,
+    states: Vec<(i64, MState)>,
+}
+
+impl Threads {
+    /// The slot of a thread, made (with no goroutine nor P) if new.
+    pub(crate) fn slot(&mut self, m: i64) -> usize {
+        let next = self.states.len();
+        let slot = *self.index.entry(m).or_insert(next as u32) as usize;
+        if slot == next {
+            self.states.push((
+                m,
+                MState {
+                    g: NO_GOROUTINE,
+                    p: NO_PROC,
+                },
+            ));
+        }
+        slot
+    }
+
+    pub(crate) fn get(&self, m: i64) -> Option<&MState> {
+        let &slot = self.index.get(&m)?;
+        self.states.get(slot as usize).map(|(_, s)| s)
+    }
+
+    pub(crate) fn get_mut(&mut self, m: i64) -> Option<&mut MState> {
+        let &slot = self.index.get(&m)?;
+        self.states.get_mut(slot as usize).map(|(_, s)| s)
+    }
+
+    pub(crate) fn at(&mut self, slot: usize) -> Option<&mut MState> {
+        self.states.get_mut(slot).map(|(_, s)| s)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (i64, &MState)> + '_ {
+        self.states.iter().map(|(m, s)| (*m, s))
+    }
 }
 
 /// What a handler decided: `None` when the event cannot happen yet (the
@@ -299,12 +359,14 @@ pub(crate) type Advanced = Result<Option<SchedCtx>, String>;
 pub(crate) struct Ordering {
     pub(crate) g: FxHashMap<i64, GState>,
     pub(crate) p: FxHashMap<i64, PState>,
-    pub(crate) m: FxHashMap<i64, MState>,
+    pub(crate) m: Threads,
     pub(crate) tasks: FxHashMap<u64, TaskState>,
     pub(crate) gc_seq: u64,
     pub(crate) gc_state: GcState,
     pub(crate) initial_gen: u64,
-    pub(crate) queue: VecDeque<RawEvent>,
+    /// Events that advanced, for the caller to take all of before the
+    /// next advance.
+    pub(crate) queue: Vec<RawEvent>,
 }
 
 /// What a handler sees of the event being advanced.
@@ -352,22 +414,23 @@ impl Ordering {
         Ordering {
             g: FxHashMap::default(),
             p: FxHashMap::default(),
-            m: FxHashMap::default(),
+            m: Threads::default(),
             tasks: FxHashMap::default(),
             gc_seq: 0,
             gc_state: GcState::Undetermined,
             initial_gen: 0,
-            queue: VecDeque::new(),
+            queue: Vec::new(),
         }
     }
 
     /// Go's `ordering.Advance`: whether `ev`, from thread `m`, can happen
-    /// now; if so its events are queued.
+    /// now; if so its events are queued. `slot` caches the thread's slot.
     pub(crate) fn advance(
         &mut self,
         ev: &mut BaseEvent,
         gen: &mut Generation,
         m: i64,
+        slot: &mut Option<usize>,
         gen_num: u64,
     ) -> Result<bool, String> {
         if self.initial_gen == 0 {
@@ -381,12 +444,11 @@ impl Ordering {
         if m != NO_THREAD {
             // Created even when the event cannot advance, as Go does: other
             // events look the thread up.
-            let ms = self.m.entry(m).or_insert(MState {
-                g: NO_GOROUTINE,
-                p: NO_PROC,
-            });
-            cur.p = ms.p;
-            cur.g = ms.g;
+            let k = *slot.get_or_insert_with(|| self.m.slot(m));
+            if let Some(ms) = self.m.at(k) {
+                cur.p = ms.p;
+                cur.g = ms.g;
+            }
         }
         let mut cx = Ctx {
             ev,
@@ -430,11 +492,9 @@ impl Ordering {
         }?;
         match next {
             Some(new) => {
-                if m != NO_THREAD {
-                    if let Some(ms) = self.m.get_mut(&m) {
-                        ms.p = new.p;
-                        ms.g = new.g;
-                    }
+                if let Some(ms) = slot.and_then(|k| self.m.at(k)) {
+                    ms.p = new.p;
+                    ms.g = new.g;
                 }
                 Ok(true)
             }
@@ -443,7 +503,7 @@ impl Ordering {
     }
 
     pub(crate) fn push(&mut self, ev: RawEvent) {
-        self.queue.push_back(ev);
+        self.queue.push(ev);
     }
 
     fn proc_status(&mut self, cx: &mut Ctx<'_>) -> Advanced {
@@ -497,7 +557,7 @@ impl Ordering {
         // A P about to be stolen is reported in the context it is bound to.
         if status == proc_status::SYSCALL_ABANDONED && old == proc_state::RUNNING {
             let mut found = false;
-            for (&mid, ms) in &self.m {
+            for (mid, ms) in self.m.iter() {
                 if ms.p == pid {
                     cx.cur = SchedCtx {
                         m: mid,
@@ -613,7 +673,7 @@ impl Ordering {
             self.push(cx.event(cx.cur));
             return Ok(Some(new));
         }
-        let Some(ms) = self.m.get_mut(&mid) else {
+        let Some(ms) = self.m.get_mut(mid) else {
             return Err(format!("stole proc from non-existent thread {mid}"));
         };
         if ms.p != pid {
@@ -675,7 +735,7 @@ impl Ordering {
                 } else {
                     // A goroutine blocked in a syscall on another thread for
                     // the whole generation.
-                    match self.m.get(&mid) {
+                    match self.m.get(mid) {
                         Some(ms) => {
                             if ms.g != gid {
                                 return Err(format!(
@@ -686,7 +746,10 @@ impl Ordering {
                             cx.cur.g = ms.g;
                         }
                         None => {
-                            self.m.insert(mid, MState { g: gid, p: NO_PROC });
+                            let k = self.m.slot(mid);
+                            if let Some(ms) = self.m.at(k) {
+                                ms.g = gid;
+                            }
                         }
                     }
                     cx.cur.m = mid;
