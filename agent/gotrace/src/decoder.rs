@@ -234,9 +234,13 @@ impl Decoder {
             let take = (HEADER_LEN - self.header.len()).min(data.len());
             self.header.extend_from_slice(&data[..take]);
             data = &data[take..];
+            // Judged on all 16 bytes, so that the error quotes the same
+            // bytes however the stream was cut into chunks.
+            if self.header.len() < HEADER_LEN {
+                return Ok(());
+            }
             match check_header(&self.header) {
                 Ok(v) => self.start(v)?,
-                Err(FormatError::ShortHeader(_)) => return Ok(()),
                 Err(e) => return self.fail(e.into()),
             }
         }
@@ -268,11 +272,9 @@ impl Decoder {
             return done.clone().and(Err(DecodeError::Finished));
         }
         if self.version.is_none() {
-            let e = if self.header.is_empty() {
-                FormatError::Empty
-            } else {
-                FormatError::ShortHeader(self.header.len())
-            };
+            let e = check_header(&self.header)
+                .err()
+                .unwrap_or(FormatError::ShortHeader(self.header.len()));
             return self.fail(e.into());
         }
         let result = self.state.end(
@@ -445,4 +447,41 @@ impl State {
 
 fn corrupt(offset: usize, what: String) -> DecodeError {
     DecodeError::Corrupt { offset, what }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(data: &[u8], chunk: usize) -> Result<(), DecodeError> {
+        let mut d = Decoder::new();
+        for piece in data.chunks(chunk) {
+            d.feed(piece, |_| {})?;
+        }
+        d.finish(true, |_| {})
+    }
+
+    /// Found by fuzzing: the error quoted the bytes seen when the header
+    /// was rejected, which depended on the chunking.
+    #[test]
+    fn bodies_that_are_not_traces_are_described_alike_in_any_chunking() {
+        for data in [
+            &b"go 1g22 trace\0\0\0\x01\x02"[..],
+            b"<html>",
+            b"{\"error\":\"nope\"}",
+            b"go 1.",
+            b"",
+        ] {
+            let whole = outcome(data, data.len().max(1));
+            assert!(matches!(whole, Err(DecodeError::Format(_))), "{whole:?}");
+            for chunk in 1..=data.len() {
+                assert_eq!(outcome(data, chunk), whole, "{data:?} in {chunk}-byte chunks");
+            }
+        }
+        assert_eq!(
+            outcome(b"go 1.", 2),
+            Err(DecodeError::Format(FormatError::ShortHeader(5)))
+        );
+        assert_eq!(outcome(b"", 1), Err(DecodeError::Format(FormatError::Empty)));
+    }
 }
