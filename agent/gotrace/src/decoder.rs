@@ -14,7 +14,7 @@ use crate::header::{check_header, GoVersion, HEADER_LEN};
 use crate::merge::{self, Emit, Frontier, MergeError};
 use crate::order::{Ordering, RawEvent, SchedCtx};
 use crate::resources::{GoId, GoState, ProcId};
-use crate::spec::{spec, EV_SYNTHETIC_SYNC};
+use crate::spec::{spec, EV_SYNTHETIC_SYNC, SPECS};
 use crate::{Event, FormatError};
 
 /// The versions Go's parser reads as v2 (Go 1.24 wrote `go 1.23`).
@@ -70,10 +70,11 @@ struct Sink<'s, F> {
 impl<F: FnMut(&Event<'_>)> Sink<'_, F> {
     /// What Go's `ReadEvent` does to every event it returns: check its
     /// table ids, make its time strictly increasing.
-    fn send(&mut self, mut raw: RawEvent, gen: Option<&Generation>) -> Result<(), MergeError> {
+    #[inline(always)]
+    fn send(&mut self, raw: &mut RawEvent, gen: Option<&Generation>) -> Result<(), MergeError> {
         if raw.typ != EV_SYNTHETIC_SYNC {
             if let Some(g) = gen {
-                validate_table_ids(&raw, g)?;
+                validate_table_ids(raw, g)?;
             }
         }
         if raw.time <= self.out.last_ts {
@@ -88,13 +89,14 @@ impl<F: FnMut(&Event<'_>)> Sink<'_, F> {
     /// end of the trace and before a generation-level error.
     fn sync(&mut self, gen: Option<&Generation>, time: i64, offset: usize) -> Result<(), MergeError> {
         self.out.syncs += 1;
-        let raw = sync_event(self.out.syncs, time, offset);
-        self.send(raw, gen)
+        let mut raw = sync_event(self.out.syncs, time, offset);
+        self.send(&mut raw, gen)
     }
 }
 
 impl<F: FnMut(&Event<'_>)> Emit for Sink<'_, F> {
-    fn emit(&mut self, ev: RawEvent, gen: &Generation) -> Result<(), MergeError> {
+    #[inline(always)]
+    fn emit(&mut self, ev: &mut RawEvent, gen: &Generation) -> Result<(), MergeError> {
         self.send(ev, Some(gen))
     }
 }
@@ -109,37 +111,75 @@ fn sync_event(n: u64, time: i64, offset: usize) -> RawEvent {
     }
 }
 
+/// Per event type, which argument slots hold stack ids (low nibble) and
+/// string ids (high nibble): Go's spec table, flattened for the hot path.
+static TABLE_ARGS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut typ = 0;
+    while typ < SPECS.len() {
+        let s = &SPECS[typ];
+        let mut i = 0;
+        while i < s.stack_ids.len() {
+            t[typ] |= 1 << (s.stack_ids[i] - 1);
+            i += 1;
+        }
+        let mut i = 0;
+        while i < s.string_ids.len() {
+            t[typ] |= 1 << (4 + s.string_ids[i] - 1);
+            i += 1;
+        }
+        typ += 1;
+    }
+    t
+};
+
 /// Go's `Event.validateTableIDs`: every stack and string id an event names
 /// is in its generation's tables.
+#[inline(always)]
 fn validate_table_ids(raw: &RawEvent, gen: &Generation) -> Result<(), MergeError> {
+    let mask = TABLE_ARGS[usize::from(raw.typ)];
+    if mask == 0 {
+        return Ok(());
+    }
+    let a = &raw.args;
+    let present = |i: usize| {
+        (mask & (1 << i) == 0 || gen.stacks.contains(a[i]))
+            && (mask & (1 << (4 + i)) == 0 || gen.strings.get(a[i]).is_some())
+    };
+    if present(0) && present(1) && present(2) && present(3) {
+        Ok(())
+    } else {
+        Err(first_bad_id(raw, gen))
+    }
+}
+
+/// The error Go reports: the first missing id, stacks first, in the order
+/// of the spec.
+#[cold]
+fn first_bad_id(raw: &RawEvent, gen: &Generation) -> MergeError {
     let s = spec(raw.typ);
-    for &i in s.stack_ids {
-        let id = raw.args[i - 1];
-        if !gen.stacks.contains(id) {
-            return Err(MergeError {
-                offset: raw.offset,
-                what: format!("found invalid stack ID {id} for event {}", s.name),
-            });
-        }
-    }
-    for &i in s.string_ids {
-        let id = raw.args[i - 1];
-        if gen.strings.get(id).is_none() {
-            return Err(MergeError {
-                offset: raw.offset,
-                what: format!("found invalid string ID {id} for event {}", s.name),
-            });
-        }
-    }
-    Ok(())
+    let stacks = s.stack_ids.iter().map(|&i| ("stack", raw.args[i - 1]));
+    let strings = s.string_ids.iter().map(|&i| ("string", raw.args[i - 1]));
+    let (table, id) = stacks
+        .chain(strings)
+        .find(|&(table, id)| {
+            if table == "stack" {
+                !gen.stacks.contains(id)
+            } else {
+                gen.strings.get(id).is_none()
+            }
+        })
+        .unwrap_or(("stack", 0));
+    MergeError::new(
+        raw.offset,
+        format!("found invalid {table} ID {id} for event {}", s.name),
+    )
 }
 
 impl From<MergeError> for DecodeError {
     fn from(e: MergeError) -> Self {
-        DecodeError::Corrupt {
-            offset: e.offset,
-            what: e.what,
-        }
+        let (offset, what) = e.into_parts();
+        DecodeError::Corrupt { offset, what }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::spec::*;
 /// Go's `Event.String()`, as `go tool trace -d=parsed` prints it.
 #[derive(Debug, Clone, Copy)]
 pub struct Event<'g> {
-    pub(crate) raw: RawEvent,
+    pub(crate) raw: &'g RawEvent,
     pub(crate) gen: Option<&'g Generation>,
 }
 

@@ -10,11 +10,20 @@ use crate::gosort::sort_func;
 use crate::order::{BaseEvent, Ordering, RawEvent};
 use crate::spec::{spec, SPECS};
 
-/// A decoding or ordering failure at a stream offset.
+/// A decoding or ordering failure at a stream offset. Boxed: the results
+/// of the per-event calls stay two words, returned in registers.
 #[derive(Debug)]
-pub(crate) struct MergeError {
-    pub(crate) offset: usize,
-    pub(crate) what: String,
+pub(crate) struct MergeError(Box<(usize, String)>);
+
+impl MergeError {
+    #[cold]
+    pub(crate) fn new(offset: usize, what: String) -> Self {
+        MergeError(Box::new((offset, what)))
+    }
+
+    pub(crate) fn into_parts(self) -> (usize, String) {
+        *self.0
+    }
 }
 
 /// A thread's position in its event batches (Go's `batchCursor`).
@@ -71,7 +80,7 @@ impl Cursor {
     }
 
     /// Reads the thread's next event; `Ok(false)` when it has no more.
-    #[inline]
+    #[inline(always)]
     fn next_event(&mut self, gen: &Generation) -> Result<bool, MergeError> {
         // Go skips what is read of a batch, and empty batches.
         while self.pos >= self.end {
@@ -88,7 +97,7 @@ impl Cursor {
         }
         let offset = self.pos.wrapping_add(self.to_stream);
         let data = gen.data().get(self.pos..self.end).unwrap_or(&[]);
-        let (n, dt) = read_timed(data, &mut self.ev).map_err(|what| MergeError { offset, what })?;
+        let (n, dt) = read_timed(data, &mut self.ev).map_err(|what| MergeError::new(offset, what))?;
         self.ev.time = ticks_to_ns(gen.ns_per_tick, dt).wrapping_add(self.last_ts);
         self.ev.offset = offset;
         self.last_ts = self.ev.time;
@@ -192,6 +201,7 @@ fn heap_insert(heap: &mut Heap, e: (i64, u32)) {
     sift_up(heap, last);
 }
 
+#[inline(always)]
 fn heap_update(heap: &mut Heap, i: usize) {
     if sift_up(heap, i) != i {
         return;
@@ -251,7 +261,8 @@ fn min3(heap: &Heap, i0: usize, i1: usize, i2: usize) -> usize {
 /// Where events go once ordered: the decoder's timestamp fix-up, table
 /// checks and the caller's sink.
 pub(crate) trait Emit {
-    fn emit(&mut self, ev: RawEvent, gen: &Generation) -> Result<(), MergeError>;
+    /// Takes the event where it lies: it may fix its time.
+    fn emit(&mut self, ev: &mut RawEvent, gen: &Generation) -> Result<(), MergeError>;
 }
 
 /// The cursors of one generation and their heap, kept between generations
@@ -269,7 +280,7 @@ pub(crate) fn run(
     gen: &mut Generation,
     f: &mut Frontier,
     out: &mut impl Emit,
-    sync: RawEvent,
+    mut sync: RawEvent,
 ) -> Result<(), MergeError> {
     f.cursors.clear();
     f.heap.clear();
@@ -280,12 +291,12 @@ pub(crate) fn run(
             f.cursors.push(c);
         }
     }
-    out.emit(sync, gen)?;
+    out.emit(&mut sync, gen)?;
     let mut cpu = 0;
     loop {
         // Everything the last advance queued goes out before the next one.
-        for i in 0..order.queue.len() {
-            out.emit(order.queue[i], gen)?;
+        for ev in order.queue.iter_mut() {
+            out.emit(ev, gen)?;
         }
         order.queue.clear();
         let head = f.heap.first().map(|h| h.0);
@@ -293,7 +304,7 @@ pub(crate) fn run(
             if head.is_none_or(|t| s.time < t) {
                 let mut args = [0; 4];
                 args[0] = s.stack;
-                let ev = RawEvent {
+                let mut ev = RawEvent {
                     typ: crate::spec::EV_CPU_SAMPLE,
                     time: s.time,
                     ctx: s.ctx,
@@ -301,7 +312,7 @@ pub(crate) fn run(
                     offset: s.offset,
                 };
                 cpu += 1;
-                out.emit(ev, gen)?;
+                out.emit(&mut ev, gen)?;
                 continue;
             }
         }
@@ -323,13 +334,10 @@ pub(crate) fn run(
         if !advanced {
             let first = f.heap.first().and_then(|h| f.cursors.get(h.1 as usize));
             let (offset, name) = first.map_or((gen.end_offset(), ""), |c| (c.ev.offset, spec(c.ev.typ).name));
-            return Err(MergeError {
-                offset,
-                what: format!(
+            return Err(MergeError::new(offset, format!(
                     "broken trace: failed to advance: no thread's next event can happen next (first: {name}) in generation {}",
                     gen.number
-                ),
-            });
+                )));
         }
     }
 }
@@ -348,7 +356,7 @@ fn try_advance(
     match order.advance(&mut c.ev, gen, c.m, &mut c.slot, number) {
         Ok(true) => {}
         Ok(false) => return Ok(false),
-        Err(what) => return Err(MergeError { offset, what }),
+        Err(what) => return Err(MergeError::new(offset, what)),
     }
     if c.next_event(gen)? {
         f.heap[i].0 = c.ev.time;
@@ -394,10 +402,15 @@ mod tests {
         assert!(read_timed(&[4, 1], &mut e)
             .unwrap_err()
             .contains("without a timestamp"));
-        assert!(read_timed(&[16, 1, 7], &mut e)
-            .unwrap_err()
-            .contains("invalid uvarint"));
-        assert!(read_timed(&[17], &mut e).unwrap_err().contains("for timestamp"));
+        assert_eq!(
+            read_timed(&[16, 1, 7], &mut e).unwrap_err(),
+            "found invalid uvarint"
+        );
+        assert_eq!(
+            read_timed(&[17], &mut e).unwrap_err(),
+            "found invalid uvarint for timestamp"
+        );
+        assert_eq!(read_timed(&[], &mut e).unwrap_err(), "found an empty event");
     }
 
     #[test]
