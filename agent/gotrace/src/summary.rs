@@ -53,37 +53,58 @@ pub struct Summary {
     pub gomaxprocs: u64,
 }
 
-/// Per goroutine: its last state and the starts of what is pending.
+/// Per goroutine: its last state and the starts of what is pending, in 32
+/// bytes (the map holds one per live goroutine and is hit by most events).
 #[derive(Debug, Clone, Copy)]
 struct Goroutine {
+    since: [i64; 3],
+    /// Which of `since` are set.
+    pending: u8,
     state: GoState,
-    runnable_since: Option<i64>,
-    syscall_since: Option<i64>,
-    assist_since: Option<i64>,
 }
+
+const RUNNABLE: usize = 0;
+const SYSCALL: usize = 1;
+const ASSIST: usize = 2;
 
 impl Goroutine {
     const UNSEEN: Goroutine = Goroutine {
+        since: [0; 3],
+        pending: 0,
         state: GoState::NotExist,
-        runnable_since: None,
-        syscall_since: None,
-        assist_since: None,
     };
+
+    fn start(&mut self, what: usize, t: i64) {
+        self.since[what] = t;
+        self.pending |= 1 << what;
+    }
+
+    fn take(&mut self, what: usize) -> Option<i64> {
+        let bit = 1 << what;
+        let set = self.pending & bit != 0;
+        self.pending &= !bit;
+        set.then_some(self.since[what])
+    }
+
+    fn is_pending(&self, what: usize) -> bool {
+        self.pending & (1 << what) != 0
+    }
 
     /// Nothing left to remember: dropped from the map.
     fn forgettable(&self) -> bool {
-        !alive(self.state)
-            && self.runnable_since.is_none()
-            && self.syscall_since.is_none()
-            && self.assist_since.is_none()
+        self.pending == 0 && !alive(self.state)
     }
 }
 
+/// The states in which a goroutine is alive, as a set of state numbers.
+const ALIVE: u8 = 1 << GoState::Runnable as u8
+    | 1 << GoState::Running as u8
+    | 1 << GoState::Syscall as u8
+    | 1 << GoState::Waiting as u8;
+
+#[inline]
 fn alive(s: GoState) -> bool {
-    matches!(
-        s,
-        GoState::Runnable | GoState::Running | GoState::Syscall | GoState::Waiting
-    )
+    ALIVE & (1 << s as u8) != 0
 }
 
 /// Builds a [`Summary`] from the events of one trace, in the order the
@@ -106,6 +127,7 @@ impl Summarizer {
     }
 
     /// Takes the next event of the trace.
+    #[inline]
     pub fn add(&mut self, ev: &Event<'_>) {
         let t = ev.time();
         if self.s.events == 0 {
@@ -119,54 +141,7 @@ impl Summarizer {
                     self.transition(g, from, to, t);
                 }
             }
-            EventKind::RangeBegin => match ev.range().map(|r| r.name) {
-                Some(RangeName::GcMarkPhase) => self.s.gc_cycles += 1,
-                Some(RangeName::StopTheWorld(reason)) => {
-                    self.s.stw_count += 1;
-                    self.stw_begin = Some(t);
-                    self.stw_reason.clear();
-                    self.stw_reason.extend_from_slice(reason);
-                }
-                Some(RangeName::GcMarkAssist) => {
-                    if let Some(g) = scope_goroutine(ev) {
-                        self.goroutine(g).assist_since = Some(t);
-                    }
-                }
-                _ => {}
-            },
-            EventKind::RangeActive => {
-                if let (Some(RangeName::GcMarkAssist), Some(g)) =
-                    (ev.range().map(|r| r.name), scope_goroutine(ev))
-                {
-                    // Go repeats the Active at each generation while the
-                    // assist runs: only the first one starts it.
-                    let e = self.goroutine(g);
-                    e.assist_since.get_or_insert(t);
-                }
-            }
-            EventKind::RangeEnd => match ev.range().map(|r| r.name) {
-                Some(RangeName::StopTheWorld(_)) => {
-                    if let Some(begin) = self.stw_begin.take() {
-                        let d = t.wrapping_sub(begin) as u64;
-                        self.s.stw_total_ns = self.s.stw_total_ns.wrapping_add(d);
-                        if d > self.s.stw_max_ns {
-                            self.s.stw_max_ns = d;
-                            std::mem::swap(&mut self.stw_max_reason, &mut self.stw_reason);
-                        }
-                    }
-                }
-                Some(RangeName::GcMarkAssist) => {
-                    if let Some(g) = scope_goroutine(ev) {
-                        let e = self.goroutine(g);
-                        if let Some(start) = e.assist_since.take() {
-                            self.s.gc_assist_ns =
-                                self.s.gc_assist_ns.wrapping_add(t.wrapping_sub(start) as u64);
-                        }
-                        self.forget_if_done(g);
-                    }
-                }
-                _ => {}
-            },
+            EventKind::RangeBegin | EventKind::RangeActive | EventKind::RangeEnd => self.range(ev, t),
             EventKind::Metric => {
                 if let Some(m) = ev.metric() {
                     let slot = match m.name {
@@ -182,53 +157,86 @@ impl Summarizer {
         }
     }
 
-    fn goroutine(&mut self, g: GoId) -> &mut Goroutine {
-        self.goroutines.entry(g.0).or_insert(Goroutine::UNSEEN)
-    }
-
-    fn forget_if_done(&mut self, g: GoId) {
-        if self.goroutines.get(&g.0).is_some_and(Goroutine::forgettable) {
-            self.goroutines.remove(&g.0);
+    /// GC mark phases, stop-the-world pauses and mark assists (rare).
+    #[cold]
+    fn range(&mut self, ev: &Event<'_>, t: i64) {
+        let Some(name) = ev.range().map(|r| r.name) else {
+            return;
+        };
+        match (ev.kind(), name) {
+            (EventKind::RangeBegin, RangeName::GcMarkPhase) => self.s.gc_cycles += 1,
+            (EventKind::RangeBegin, RangeName::StopTheWorld(reason)) => {
+                self.s.stw_count += 1;
+                self.stw_begin = Some(t);
+                self.stw_reason.clear();
+                self.stw_reason.extend_from_slice(reason);
+            }
+            (EventKind::RangeEnd, RangeName::StopTheWorld(_)) => {
+                if let Some(begin) = self.stw_begin.take() {
+                    let d = t.wrapping_sub(begin) as u64;
+                    self.s.stw_total_ns = self.s.stw_total_ns.wrapping_add(d);
+                    if d > self.s.stw_max_ns {
+                        self.s.stw_max_ns = d;
+                        std::mem::swap(&mut self.stw_max_reason, &mut self.stw_reason);
+                    }
+                }
+            }
+            (kind, RangeName::GcMarkAssist) => {
+                let Some(g) = scope_goroutine(ev) else { return };
+                let e = self.goroutines.entry(g.0).or_insert(Goroutine::UNSEEN);
+                match kind {
+                    EventKind::RangeBegin => e.start(ASSIST, t),
+                    // Go repeats the Active at each generation while the
+                    // assist runs: only the first one starts it.
+                    EventKind::RangeActive if !e.is_pending(ASSIST) => e.start(ASSIST, t),
+                    EventKind::RangeEnd => {
+                        if let Some(start) = e.take(ASSIST) {
+                            self.s.gc_assist_ns =
+                                self.s.gc_assist_ns.wrapping_add(t.wrapping_sub(start) as u64);
+                        }
+                        if e.forgettable() {
+                            self.goroutines.remove(&g.0);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
         }
     }
 
+    #[inline]
     fn transition(&mut self, g: GoId, from: GoState, to: GoState, t: i64) {
         let e = self.goroutines.entry(g.0).or_insert(Goroutine::UNSEEN);
         let prev = e.state;
         e.state = to;
         let mut sample = None;
         if to == GoState::Runnable && from != GoState::Runnable && from != GoState::Undetermined {
-            e.runnable_since = Some(t);
+            e.start(RUNNABLE, t);
         } else if from == GoState::Runnable && to != GoState::Runnable {
-            if let Some(start) = e.runnable_since.take() {
+            if let Some(start) = e.take(RUNNABLE) {
                 if to == GoState::Running {
                     sample = Some(t.wrapping_sub(start) as u64);
                 }
             }
         }
-        let mut syscall = 0;
         if to == GoState::Syscall && from != GoState::Syscall && from != GoState::Undetermined {
-            e.syscall_since = Some(t);
+            e.start(SYSCALL, t);
         } else if from == GoState::Syscall && to != GoState::Syscall {
-            if let Some(start) = e.syscall_since.take() {
-                syscall = t.wrapping_sub(start) as u64;
+            if let Some(start) = e.take(SYSCALL) {
+                self.s.syscall_ns = self.s.syscall_ns.wrapping_add(t.wrapping_sub(start) as u64);
             }
         }
-        if e.forgettable() {
+        // Only a goroutine that ends may be forgotten.
+        if !alive(to) && e.forgettable() {
             self.goroutines.remove(&g.0);
         }
-        self.s.syscall_ns = self.s.syscall_ns.wrapping_add(syscall);
         if let Some(l) = sample {
             self.latency.add(l);
         }
-        if alive(prev) {
-            self.alive -= 1;
-            self.runnable -= u64::from(prev == GoState::Runnable);
-        }
-        if alive(to) {
-            self.alive += 1;
-            self.runnable += u64::from(to == GoState::Runnable);
-        }
+        self.alive = self.alive + u64::from(alive(to)) - u64::from(alive(prev));
+        self.runnable =
+            self.runnable + u64::from(to == GoState::Runnable) - u64::from(prev == GoState::Runnable);
         self.s.goroutines_max = self.s.goroutines_max.max(self.alive);
         self.s.runnable_max = self.s.runnable_max.max(self.runnable);
     }
@@ -279,11 +287,20 @@ struct Histogram {
 }
 
 impl Histogram {
+    #[inline]
     fn add(&mut self, ns: u64) {
         self.n += 1;
         self.max = self.max.max(ns);
         let us = (ns / 1000).min(MAX_US as u64) as usize;
         let (page, slot) = (us / PAGE, us % PAGE);
+        match self.pages.get_mut(page) {
+            Some(Some(p)) => p[slot] += 1,
+            _ => self.add_to_new_page(page, slot),
+        }
+    }
+
+    #[cold]
+    fn add_to_new_page(&mut self, page: usize, slot: usize) {
         if self.pages.len() <= page {
             self.pages.resize(page + 1, None);
         }
