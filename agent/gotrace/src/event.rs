@@ -385,30 +385,17 @@ impl<'g> Event<'g> {
     /// and its `(from, to)` states. What a summary needs, cheaply.
     #[inline]
     pub fn goroutine_transition(&self) -> Option<(GoId, GoState, GoState)> {
-        use GoState::*;
-        let a = self.raw.args;
-        let cur = self.goroutine();
-        let (g, from, to) = match self.raw.typ {
-            EV_GO_CREATE => (GoId(a[0] as i64), NotExist, Runnable),
-            EV_GO_CREATE_BLOCKED => (GoId(a[0] as i64), NotExist, Waiting),
-            EV_GO_CREATE_SYSCALL => (GoId(a[0] as i64), NotExist, Syscall),
-            EV_GO_START => (GoId(a[0] as i64), Runnable, Running),
-            EV_GO_DESTROY => (cur, Running, NotExist),
-            EV_GO_DESTROY_SYSCALL => (cur, Syscall, NotExist),
-            EV_GO_STOP => (cur, Running, Runnable),
-            EV_GO_BLOCK => (cur, Running, Waiting),
-            EV_GO_UNBLOCK | EV_GO_SWITCH | EV_GO_SWITCH_DESTROY => (GoId(a[0] as i64), Waiting, Runnable),
-            EV_GO_SYSCALL_BEGIN => (cur, Running, Syscall),
-            EV_GO_SYSCALL_END => (cur, Syscall, Running),
-            EV_GO_SYSCALL_END_BLOCKED => (cur, Syscall, Runnable),
-            EV_GO_STATUS | EV_GO_STATUS_STACK => {
+        let a = &self.raw.args;
+        match GO_TRANSITIONS[usize::from(self.raw.typ)]? {
+            (Who::Named, from, to) => Some((GoId(a[0] as i64), from, to)),
+            (Who::Current, from, to) => Some((self.goroutine(), from, to)),
+            (Who::Status, ..) => {
+                // The ordering packed the old state above the status.
                 let from = GoState::from_code(a[2] >> 32)?;
                 let code = GO_STATUS_TO_STATE.get((a[2] & 0xffff_ffff) as usize)?;
-                (GoId(a[0] as i64), from, GoState::from_code(u64::from(*code))?)
+                Some((GoId(a[0] as i64), from, GoState::from_code(u64::from(*code))?))
             }
-            _ => return None,
-        };
-        Some((g, from, to))
+        }
     }
 
     pub fn state_transition(&self) -> Option<StateTransition<'g>> {
@@ -466,3 +453,39 @@ impl<'g> Event<'g> {
         })
     }
 }
+
+/// Which goroutine a transition is about.
+#[derive(Clone, Copy)]
+enum Who {
+    /// The one its first argument names.
+    Named,
+    /// The one running on the event's thread.
+    Current,
+    /// A status: named, its states packed in the third argument.
+    Status,
+}
+
+/// The goroutine transition of each event type (Go's `StateTransition` for
+/// goroutines), as a table: most events are goroutine transitions.
+static GO_TRANSITIONS: [Option<(Who, GoState, GoState)>; 256] = {
+    use GoState::*;
+    let mut t: [Option<(Who, GoState, GoState)>; 256] = [None; 256];
+    t[EV_GO_CREATE as usize] = Some((Who::Named, NotExist, Runnable));
+    t[EV_GO_CREATE_BLOCKED as usize] = Some((Who::Named, NotExist, Waiting));
+    t[EV_GO_CREATE_SYSCALL as usize] = Some((Who::Named, NotExist, Syscall));
+    t[EV_GO_START as usize] = Some((Who::Named, Runnable, Running));
+    t[EV_GO_DESTROY as usize] = Some((Who::Current, Running, NotExist));
+    t[EV_GO_DESTROY_SYSCALL as usize] = Some((Who::Current, Syscall, NotExist));
+    t[EV_GO_STOP as usize] = Some((Who::Current, Running, Runnable));
+    t[EV_GO_BLOCK as usize] = Some((Who::Current, Running, Waiting));
+    // A coroutine switch unblocks the goroutine it names, first.
+    t[EV_GO_UNBLOCK as usize] = Some((Who::Named, Waiting, Runnable));
+    t[EV_GO_SWITCH as usize] = Some((Who::Named, Waiting, Runnable));
+    t[EV_GO_SWITCH_DESTROY as usize] = Some((Who::Named, Waiting, Runnable));
+    t[EV_GO_SYSCALL_BEGIN as usize] = Some((Who::Current, Running, Syscall));
+    t[EV_GO_SYSCALL_END as usize] = Some((Who::Current, Syscall, Running));
+    t[EV_GO_SYSCALL_END_BLOCKED as usize] = Some((Who::Current, Syscall, Runnable));
+    t[EV_GO_STATUS as usize] = Some((Who::Status, Undetermined, Undetermined));
+    t[EV_GO_STATUS_STACK as usize] = Some((Who::Status, Undetermined, Undetermined));
+    t
+};

@@ -135,26 +135,28 @@ impl Summarizer {
         }
         self.s.last_ns = t;
         self.s.events += 1;
+        // Goroutine transitions are most events; ranges and metrics are few.
+        if let Some((g, from, to)) = ev.goroutine_transition() {
+            self.transition(g, from, to, t);
+            return;
+        }
         match ev.kind() {
-            EventKind::StateTransition => {
-                if let Some((g, from, to)) = ev.goroutine_transition() {
-                    self.transition(g, from, to, t);
-                }
-            }
             EventKind::RangeBegin | EventKind::RangeActive | EventKind::RangeEnd => self.range(ev, t),
-            EventKind::Metric => {
-                if let Some(m) = ev.metric() {
-                    let slot = match m.name {
-                        metric::HEAP_OBJECTS => &mut self.s.heap_max_bytes,
-                        metric::HEAP_GOAL => &mut self.s.heap_goal_max_bytes,
-                        metric::GOMAXPROCS => &mut self.s.gomaxprocs,
-                        _ => return,
-                    };
-                    *slot = (*slot).max(m.value);
-                }
-            }
+            EventKind::Metric => self.metric(ev),
             _ => {}
         }
+    }
+
+    #[cold]
+    fn metric(&mut self, ev: &Event<'_>) {
+        let Some(m) = ev.metric() else { return };
+        let slot = match m.name {
+            metric::HEAP_OBJECTS => &mut self.s.heap_max_bytes,
+            metric::HEAP_GOAL => &mut self.s.heap_goal_max_bytes,
+            metric::GOMAXPROCS => &mut self.s.gomaxprocs,
+            _ => return,
+        };
+        *slot = (*slot).max(m.value);
     }
 
     /// GC mark phases, stop-the-world pauses and mark assists (rare).
