@@ -238,6 +238,13 @@ impl Decoder {
         }
     }
 
+    /// Bytes of the stream held: the batches of the generation being
+    /// received and a batch cut between chunks. At most one generation and
+    /// one batch (64 KiB), whatever the length of the trace.
+    pub fn buffered(&self) -> usize {
+        self.state.gen.held() + self.framer.pending()
+    }
+
     /// Stream offset where the last generation yielded ends: the prefix of
     /// the stream whose events are all out.
     pub fn whole_len(&self) -> usize {

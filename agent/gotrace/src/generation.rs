@@ -282,6 +282,11 @@ impl Generation {
         self.end_offset
     }
 
+    /// Bytes of batches held.
+    pub(crate) fn held(&self) -> usize {
+        self.data.len()
+    }
+
     /// Whether the generation holds any thread's event batch (Go's
     /// `len(g.batches) != 0`).
     pub(crate) fn has_event_batches(&self) -> bool {

@@ -359,3 +359,64 @@ fn names_that_are_not_utf8_print_as_go_s_bytes() {
     dec.finish(true, &mut sink).expect("valid");
     assert!(seen > 0);
 }
+
+/// Bytes of each generation of a v2 trace, from its batch headers.
+fn generation_sizes(data: &[u8]) -> Vec<usize> {
+    let starts = record_starts(data);
+    let mut sizes: Vec<(u64, usize)> = Vec::new();
+    for w in starts.windows(2) {
+        let (at, next) = (w[0], w[1]);
+        if data[at] == 52 {
+            continue;
+        }
+        let mut pos = at + if data[at] == 49 { 2 } else { 1 };
+        let (mut gen, mut shift) = (0u64, 0);
+        loop {
+            let b = data[pos];
+            pos += 1;
+            gen |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        match sizes.last_mut() {
+            Some((g, size)) if *g == gen => *size += next - at,
+            _ => sizes.push((gen, next - at)),
+        }
+    }
+    sizes.into_iter().map(|(_, size)| size).collect()
+}
+
+/// The decoder holds the generation being received, not the trace: what it
+/// buffers falls back after every generation.
+#[test]
+fn memory_is_one_generation_not_the_trace() {
+    for (name, data, oracle) in fixtures() {
+        if oracle["ok"] != Value::Bool(true) {
+            continue;
+        }
+        let sizes = generation_sizes(&data);
+        let largest = sizes.iter().copied().max().unwrap_or(0);
+        let mut dec = Decoder::new();
+        let mut peak = 0;
+        for chunk in data.chunks(1000) {
+            dec.feed(chunk, |_| {}).expect("valid");
+            peak = peak.max(dec.buffered());
+        }
+        dec.finish(true, |_| {}).expect("valid");
+        assert!(
+            peak > 0 && peak <= largest + 1000,
+            "{name}: held {peak}, generations {sizes:?}"
+        );
+        if name == "go1.26-burst.trace" {
+            // Two generations of about the same size: half the trace.
+            assert_eq!(sizes.len(), 2);
+            assert!(
+                peak * 10 < data.len() * 6,
+                "{name}: held {peak} of {}",
+                data.len()
+            );
+        }
+    }
+}
