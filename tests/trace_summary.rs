@@ -28,7 +28,12 @@ fn oracle(files: &[PathBuf]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("tracesummary prints JSON lines"))
         .collect();
-    assert_eq!(lines.len(), files.len(), "tracesummary: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        lines.len(),
+        files.len(),
+        "tracesummary: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     lines
 }
 
@@ -170,7 +175,9 @@ fn record(dir: &Path) -> Vec<(usize, PathBuf)> {
                     let url = format!("{}/debug/pprof/trace?seconds=1", svc.url);
                     let resp = http.get(&url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
                     assert_eq!(resp.status().as_u16(), 200, "{bin} {workload}: {url}");
-                    let body = resp.bytes().unwrap_or_else(|e| panic!("{bin} {workload}: body: {e}"));
+                    let body = resp
+                        .bytes()
+                        .unwrap_or_else(|e| panic!("{bin} {workload}: body: {e}"));
                     let path = dir.join(format!("{bin}-{workload}-{w}.trace"));
                     std::fs::write(&path, &body).expect("write window");
                     files.push((i, path));
@@ -194,15 +201,23 @@ fn live_windows_summarise_exactly_as_go_s_parser_does() {
     let go = oracle(&paths);
     for ((case, path), go) in recorded.iter().zip(&go) {
         let c = &cases[*case];
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let data = std::fs::read(path).expect("read window");
         let (events, digest, summary, result) = decode(&data);
         if c.bin == "legacy-go1.21" {
             assert_eq!(go["ok"], false, "{name}: {go}");
-            assert_eq!(go["error"], "not summarised: v1 trace (Go 1.21 or older)", "{name}");
+            assert_eq!(
+                go["error"], "not summarised: v1 trace (Go 1.21 or older)",
+                "{name}"
+            );
             let err = result.expect_err("a v1 trace is not decoded");
             assert!(matches!(err, DecodeError::V1 { .. }), "{name}: {err}");
-            assert!(err.to_string().starts_with("not supported: v1 trace (Go 1.21 or older)"));
+            assert!(err
+                .to_string()
+                .starts_with("not supported: v1 trace (Go 1.21 or older)"));
             continue;
         }
         assert_eq!(go["ok"], true, "{name}: Go rejects the window: {}", go["error"]);
@@ -218,7 +233,12 @@ fn live_windows_summarise_exactly_as_go_s_parser_does() {
             go["events_fnv"],
             "{name}: an event's text differs from Go's String() (diff `cargo run -p gotrace --example dump` with `go tool trace -d=parsed`)"
         );
-        assert!((c.shows)(go), "{name}: the {} workload should give {}: {go}", c.workload, c.claim);
+        assert!(
+            (c.shows)(go),
+            "{name}: the {} workload should give {}: {go}",
+            c.workload,
+            c.claim
+        );
     }
 }
 
@@ -280,12 +300,24 @@ fn corrupted_windows_fail_where_go_s_parser_fails() {
             Ok(()) => {}
             Err(_) => rejected += 1,
         }
-        assert_eq!(Value::Bool(result.is_ok()), go["ok"], "{name}: {result:?} vs Go's {}", go["error"]);
-        assert_eq!(Value::from(events), go["events"], "{name}: events before {result:?}");
+        assert_eq!(
+            Value::Bool(result.is_ok()),
+            go["ok"],
+            "{name}: {result:?} vs Go's {}",
+            go["error"]
+        );
+        assert_eq!(
+            Value::from(events),
+            go["events"],
+            "{name}: events before {result:?}"
+        );
         assert_eq!(Value::from(digest), go["events_fnv"], "{name}: the events' text");
         for (field, value) in fields(&summary) {
             assert_eq!(value, go[field], "{name}: {field}");
         }
     }
-    assert!(rejected > 300, "only {rejected} of 600 corrupted windows were rejected ({cut} cut)");
+    assert!(
+        rejected > 300,
+        "only {rejected} of 600 corrupted windows were rejected ({cut} cut)"
+    );
 }
