@@ -20,7 +20,8 @@ cleanup() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
 # capture NAME SECONDS BINARY FLAGS...: start the service, wait for its
-# "listening on" line, let the workload run 0.5 s, fetch one window.
+# "listening on" line, let the workload run 0.5 s, fetch one window. With
+# PROFILE=1 a CPU profile runs meanwhile, so the window holds CPU samples.
 capture() {
 	local name="$1" secs="$2" exe="$3"
 	shift 3
@@ -35,8 +36,14 @@ capture() {
 		sleep 0.1
 	done
 	[[ -n "$url" ]] || { echo "workloads.sh: $exe did not start" >&2; exit 1; }
+	local prof=""
+	if [[ "${PROFILE:-0}" == 1 ]]; then
+		curl -sfS -o /dev/null "$url/debug/pprof/profile?seconds=2" &
+		prof=$!
+	fi
 	sleep 0.5
 	curl -sfS -o "$here/$name" "$url/debug/pprof/trace?seconds=$secs"
+	if [[ -n "$prof" ]]; then wait "$prof"; fi
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
 	pid=""
@@ -54,6 +61,7 @@ capture() {
 capture go1.26-gc.trace 0.25 fixture -gc-every 100ms -stw-every 50ms -pairs 1 -rate 100
 capture go1.26-alloc.trace 0.25 fixture -alloc-rate 100000000
 capture go1.26-burst.trace 2 fixture -burst 200 -burst-every 100ms
+PROFILE=1 capture go1.26-cpu.trace 0.5 fixture -burst 200 -burst-every 5ms
 capture go1.22-alloc.trace 1 legacy-go1.22 -alloc-rate 50000000 -stw-every 50ms
 capture go1.22-burst.trace 0.5 legacy-go1.22 -burst 200 -burst-every 100ms -gc-every 200ms
 
