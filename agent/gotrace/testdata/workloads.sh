@@ -21,13 +21,14 @@ trap cleanup EXIT
 
 # capture NAME SECONDS BINARY FLAGS...: start the service, wait for its
 # "listening on" line, let the workload run 0.5 s, fetch one window. With
-# PROFILE=1 a CPU profile runs meanwhile, so the window holds CPU samples.
+# PROFILE=1 a CPU profile runs meanwhile, so the window holds CPU samples;
+# GODEBUG is passed to the service.
 capture() {
 	local name="$1" secs="$2" exe="$3"
 	shift 3
 	local log
 	log="$(mktemp)"
-	"$bin/$exe" "$@" >"$log" 2>/dev/null &
+	GODEBUG="${GODEBUG:-}" "$bin/$exe" "$@" >"$log" 2>/dev/null &
 	pid=$!
 	local url=""
 	for _ in $(seq 100); do
@@ -62,6 +63,7 @@ capture go1.26-gc.trace 0.25 fixture -gc-every 100ms -stw-every 50ms -pairs 1 -r
 capture go1.26-alloc.trace 0.25 fixture -alloc-rate 100000000
 capture go1.26-burst.trace 2 fixture -burst 200 -burst-every 100ms
 PROFILE=1 capture go1.26-cpu.trace 0.5 fixture -burst 200 -burst-every 5ms
+GODEBUG=traceallocfree=1 capture go1.26-allocfree.trace 0.2 fixture -alloc-rate 20000000
 capture go1.22-alloc.trace 1 legacy-go1.22 -alloc-rate 50000000 -stw-every 50ms
 capture go1.22-burst.trace 0.5 legacy-go1.22 -burst 200 -burst-every 100ms -gc-every 200ms
 

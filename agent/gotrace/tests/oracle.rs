@@ -420,3 +420,33 @@ fn memory_is_one_generation_not_the_trace() {
         }
     }
 }
+
+/// Go hands a generation's experimental batches to the Sync event that
+/// starts it; here the AllocFree experiment of a `GODEBUG=traceallocfree=1`
+/// window, whose experimental events the oracle test already checks.
+#[test]
+fn experimental_batches_come_with_the_generation_s_sync() {
+    let data = std::fs::read(testdata().join("go1.26-allocfree.trace")).expect("read");
+    let (mut batches, mut bytes, mut experimental) = (0, 0, 0);
+    let mut dec = Decoder::new();
+    let mut sink = |ev: &Event<'_>| {
+        if let Some(sync) = ev.sync() {
+            for b in sync.experimental_batches() {
+                assert_eq!(b.experiment, 1, "AllocFree");
+                batches += 1;
+                bytes += b.data.len();
+            }
+        }
+        if let Some(x) = ev.experimental() {
+            assert_eq!(x.experiment, "AllocFree");
+            assert_eq!(x.args().len(), x.arg_names.len());
+            experimental += 1;
+        }
+    };
+    dec.feed(&data, &mut sink).expect("valid");
+    dec.finish(true, &mut sink).expect("valid");
+    assert!(
+        batches > 0 && bytes > 0 && experimental > 1000,
+        "{batches} batches, {experimental} events"
+    );
+}
