@@ -17,7 +17,7 @@ shift || true
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
 targets=("$@")
-((${#targets[@]})) || targets=(trace_framing webhook_payload promtext config_load)
+((${#targets[@]})) || targets=(trace_framing trace_decode webhook_payload promtext config_load)
 export RUSTC_BOOTSTRAP=1
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fuzz=(cargo fuzz run --fuzz-dir tests/fuzz --sanitizer none --target-dir "${CARGO_TARGET_DIR:-$repo/target}/fuzz")

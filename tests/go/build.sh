@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # usage: tests/go/build.sh [DIR] [--no-legacy]
 # Builds the Go test fixtures into one directory (default <repo>/target/fixtures):
-#   fixture, tracecheck, loadgen   with the machine's Go (>= 1.26, see go.mod)
+#   fixture, tracecheck, tracesummary, loadgen
+#                                  with the machine's Go (>= 1.26, see go.mod)
 #   legacy-go1.22, legacy-go1.21   the stdlib-only legacy/ service built with
 #                                  those exact old toolchains, which the go
 #                                  command fetches from the module proxy once.
@@ -34,7 +35,7 @@ out="$(cd "$out" && pwd)"
 # -buildvcs=false: the repo may be a fresh clone, a worktree or have no git
 # binary at all; VCS stamping would only make builds fail there.
 echo "build.sh: $(go version) -> $out" >&2
-(cd "$here" && go build -buildvcs=false -o "$out/" ./cmd/fixture ./cmd/tracecheck ./cmd/loadgen)
+(cd "$here" && go build -buildvcs=false -o "$out/" ./cmd/fixture ./cmd/tracecheck ./cmd/tracesummary ./cmd/loadgen)
 
 [[ $legacy == 1 ]] || exit 0
 for tc in "$GO122" "$GO121"; do

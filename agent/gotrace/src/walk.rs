@@ -95,7 +95,7 @@ pub fn keepable(data: &[u8], stream_complete: bool) -> Result<(usize, TraceInfo)
 /// Walks a trace as it streams in, chunk by chunk, without holding it: only
 /// an incomplete batch (at most 64 KiB) is carried from one chunk to the next,
 /// and copies of the event batches still to be timed are held, at most
-/// [`MAX_UNTIMED`] of them.
+/// `MAX_UNTIMED` (64) of them.
 pub struct Walker {
     /// The first bytes, kept to describe a body that is not a trace.
     first: Vec<u8>,

@@ -1,24 +1,16 @@
 //! The v2 wire encoding shared by every reader of the crate: uvarints, batch
 //! headers, the structural event types and how many arguments each event has.
 
-/// Go's `tracev2.MaxBatchSize`.
-pub(crate) const MAX_BATCH_SIZE: u64 = 64 << 10;
+pub(crate) use crate::spec::{
+    EV_CLOCK_SNAPSHOT, EV_CPU_SAMPLE, EV_CPU_SAMPLES, EV_END_OF_GENERATION, EV_EVENT_BATCH,
+    EV_EXPERIMENTAL_BATCH, EV_FREQUENCY, EV_STACKS, EV_STRINGS, EV_SYNC, MAX_BATCH_SIZE,
+};
+
 /// The longest batch header: type, experiment, four 10-byte uvarints.
 pub(crate) const MAX_HEADER_LEN: usize = 2 + 4 * 10;
 /// Go's `NoThread`: the M of the batches no thread wrote (frequency, stacks,
 /// strings, CPU samples, sync, and goroutine statuses at a generation start).
 pub(crate) const NO_THREAD: u64 = u64::MAX;
-
-pub(crate) const EV_EVENT_BATCH: u8 = 1;
-pub(crate) const EV_STACKS: u8 = 2;
-pub(crate) const EV_STRINGS: u8 = 4;
-pub(crate) const EV_CPU_SAMPLES: u8 = 6;
-pub(crate) const EV_CPU_SAMPLE: u8 = 7;
-pub(crate) const EV_FREQUENCY: u8 = 8;
-pub(crate) const EV_EXPERIMENTAL_BATCH: u8 = 49;
-pub(crate) const EV_SYNC: u8 = 50;
-pub(crate) const EV_CLOCK_SNAPSHOT: u8 = 51;
-pub(crate) const EV_END_OF_GENERATION: u8 = 52;
 
 /// Number of uvarint arguments (the first is the timestamp delta) of each timed
 /// event type, from Go's `internal/trace/tracev2` spec table, which all v2

@@ -28,11 +28,13 @@ func main() {
 	pairs := flag.Int("pairs", 0, "goroutine pairs ping-ponging on unbuffered channels")
 	rate := flag.Float64("rate", 0, "ping-pongs per second per pair (0 = as fast as possible)")
 	writeTimeout := flag.Duration("write-timeout", 0, "http.Server.WriteTimeout (0 = none)")
+	loadCfg := loadFlags() // workloads.go
 	flag.Parse()
 
 	for i := 0; i < *pairs; i++ {
 		go runPair(*rate)
 	}
+	loadCfg.start()
 	http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
 
 	ln, err := net.Listen("tcp", *addr)
