@@ -132,16 +132,34 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             format!(" on {}", m.agent_host)
         }
     );
-    let _ = writeln!(
-        s,
-        "recorded  {} after the trigger{}",
-        Secs(Duration::from_secs_f64(m.post_trigger_seconds.max(0.0))),
-        if m.post_trigger_complete {
-            ""
-        } else {
-            " (cut short: the target stopped answering or the agent stopped)"
+    match &m.ending {
+        Some(e) => {
+            let _ = writeln!(s, "ended     {} at {}: {}", e.how, e.at, e.seen);
+            let _ = writeln!(s, "recorded  up to the death, nothing after it");
+            let secs = |v: Option<f64>| v.map_or("unknown".to_string(), |v| format!("{v:.3}s"));
+            let _ = writeln!(
+                s,
+                "blind     {} from the last event Go's parser reads to the death; {} counting the tails (events of an unfinished generation, which need a decoder that reads them)",
+                secs(e.blind_spot_seconds),
+                secs(e.tail_blind_spot_seconds)
+            );
+            if let Some(log) = &e.log {
+                let _ = writeln!(s, "log       {} ({})", log.file, Bytes(log.bytes));
+            }
         }
-    );
+        None => {
+            let _ = writeln!(
+                s,
+                "recorded  {} after the trigger{}",
+                Secs(Duration::from_secs_f64(m.post_trigger_seconds.max(0.0))),
+                if m.post_trigger_complete {
+                    ""
+                } else {
+                    " (cut short: the target stopped answering or the agent stopped)"
+                }
+            );
+        }
+    }
     if let Some(c) = &m.coverage {
         let _ = writeln!(
             s,
@@ -167,10 +185,13 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
         let gap = w.gap_before_seconds.map_or("-".to_string(), |g| {
             Secs(Duration::from_secs_f64(g.max(0.0))).to_string()
         });
-        let check = checks
-            .iter()
-            .find(|c| c.file == w.file)
-            .and_then(|c| c.problem.clone());
+        let problem = |file: &str| {
+            checks
+                .iter()
+                .find(|c| c.file == file)
+                .and_then(|c| c.problem.clone())
+        };
+        let check = problem(&w.file);
         let state = match (&check, w.complete) {
             (Some(p), _) => format!("BAD: {p}"),
             (None, true) => "complete, sha256 ok".to_string(),
@@ -192,14 +213,39 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             w.go_version,
             state
         );
+        if let Some(t) = &w.tail {
+            let state = match problem(&t.file) {
+                Some(p) => format!("BAD: {p}"),
+                None => "sha256 ok".to_string(),
+            };
+            let reach = match (t.trace_end_ns, w.trace_end_ns) {
+                (Some(end), whole) if end > whole && whole > 0 => {
+                    format!(", events to +{}", Secs(Duration::from_nanos(end - whole)))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "       + tail {:<29} generation {}{reach}, {} not in the trace above: {}",
+                t.file,
+                t.generation.map_or("?".to_string(), |g| g.to_string()),
+                Bytes(t.bytes),
+                state
+            );
+        }
     }
     let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
     let _ = writeln!(s);
     if bad.is_empty() {
+        let tails = m.windows.iter().filter(|w| w.tail.is_some()).count();
         let _ = writeln!(
             s,
-            "verified: {} windows, {}, every sha256 matches; manifest.pb agrees",
+            "verified: {} windows{}, {}, every sha256 matches; manifest.pb agrees",
             m.windows.len(),
+            match tails {
+                0 => String::new(),
+                n => format!(" and {n} tail{}", if n == 1 { "" } else { "s" }),
+            },
             Bytes(m.total_bytes())
         );
     } else {
