@@ -36,7 +36,8 @@ pub struct Crash {
 /// What showed that the cut was a death.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Then {
-    /// Nothing listens on the target's port any more.
+    /// Nothing listens on the target's port any more (refused, or reset
+    /// while connecting): the error.
     Refused(String),
     /// The target answered again, but its trace's generation numbers began
     /// anew: another process.
@@ -70,6 +71,11 @@ impl Crash {
             )
         };
         match &self.then {
+            // A dying process's listening socket resets the connections
+            // still queued on it; once it is gone, connections are refused.
+            Then::Refused(e) if e.contains("reset") => {
+                format!("{cut}, then the connection was reset while connecting (its port was closing)")
+            }
             Then::Refused(_) => format!("{cut}, then connection refused"),
             Then::NewProcess { last_gen, first_gen } => format!(
                 "{cut}, then the target answered as a new process (its trace began at generation {first_gen}, not after {last_gen})"

@@ -36,3 +36,63 @@ pub(super) fn read(root: &mut Table<'_>, problems: &mut Vec<Problem>) -> CrashCo
     t.finish(problems);
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use crate::config::load_str;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn crash_detection_is_on_by_default_and_switchable_globally_and_per_target() {
+        let c = load_str("[[targets]]\nname = \"a\"\n", &env(&[])).expect("valid");
+        assert!(c.crash.enabled && c.targets[0].crash);
+        assert_eq!(c.crash.cooldown, Duration::from_secs(300));
+
+        let c = load_str(
+            "[crash]\nenabled = false\ncooldown = \"1m\"\n[[targets]]\nname = \"a\"\ncrash = false\n",
+            &env(&[]),
+        )
+        .expect("valid");
+        assert!(!c.crash.enabled && !c.targets[0].crash);
+        assert_eq!(c.crash.cooldown, Duration::from_secs(60));
+
+        let c = load_str(
+            "[[targets]]\nname = \"a\"\n",
+            &env(&[
+                ("FLIGHTREC_CRASH__ENABLED", "false"),
+                ("FLIGHTREC_CRASH__COOLDOWN", "10m"),
+                ("FLIGHTREC_TARGETS__0__CRASH", "false"),
+            ]),
+        )
+        .expect("valid");
+        assert!(!c.crash.enabled && !c.targets[0].crash);
+        assert_eq!(c.crash.cooldown, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn bad_crash_settings_are_reported_with_their_key_path() {
+        let err = load_str(
+            "[crash]\nenabled = \"sometimes\"\ncooldown = \"soon\"\ncooldwn = \"1m\"\n[[targets]]\nname = \"a\"\ncrash = 3\n",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "crash.enabled: expected true or false, found \"sometimes\"",
+            "crash.cooldown: \"soon\" is not a duration",
+            "crash.cooldwn: unknown key",
+            "targets[0].crash: expected true or false, found 3",
+        ] {
+            assert!(err.contains(want), "{want:?} missing from:\n{err}");
+        }
+    }
+}
