@@ -5,7 +5,10 @@
 //! (>= 1 MB/s of trace) and an idle target. Each prints the blind spot: from
 //! the last event Go's parser reads in the bundle to the death, both in the
 //! target's monotonic clock (the clock of trace timestamps on Linux). Set
-//! FLIGHTREC_CRASH_RUNS=N to repeat each case N times (the README's figures).
+//! CRASH_TEST_RUNS=N to repeat each case N times and CRASH_TEST_AT=0.3-0.7
+//! for when in a window the deaths come (the README's figures). Not
+//! FLIGHTREC_*: the agents inherit the environment and would read those as
+//! config keys.
 //! Also: a departed target can still be snapshotted, and a crash-looping
 //! service makes one bundle per cooldown.
 
@@ -174,10 +177,22 @@ fn measure(dir: &Path, m: &Value, death_ns: u64) -> Measured {
 }
 
 fn runs() -> usize {
-    std::env::var("FLIGHTREC_CRASH_RUNS")
+    std::env::var("CRASH_TEST_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1)
+}
+
+/// How far into a window (s) the service dies: `CRASH_TEST_AT=0.3-0.7`,
+/// else 1.2-1.6, past the window's first generation (~1 s in).
+fn death_offset() -> (f64, f64) {
+    std::env::var("CRASH_TEST_AT")
+        .ok()
+        .and_then(|v| {
+            let (a, b) = v.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((1.2, 1.6))
 }
 
 /// One death of one service, recorded by its own agent; returns the bundle.
@@ -198,7 +213,8 @@ fn death_case(how: Death, load: &[&str], sinks: &str, env: &[(&str, &str)]) -> (
     wait_for("two windows in the ring", Duration::from_secs(30), || {
         (agent.windows_kept("svc") >= 2).then_some(())
     });
-    wait_into_window(&agent, "svc", 1.2, 1.6);
+    let (from, to) = death_offset();
+    wait_into_window(&agent, "svc", from, to);
     let death_ns = die(&mut svc, how);
     let dir = wait_crash_bundle(&agent);
     let m = assert_bundle_valid(&dir);
@@ -211,8 +227,13 @@ fn death_case(how: Death, load: &[&str], sinks: &str, env: &[(&str, &str)]) -> (
     assert_eq!(m["post_trigger_seconds"], 0.0, "written at once: {m}");
     assert_eq!(m["trigger"]["details"]["then"], "refused");
     let last = windows(&m).last().expect("a window");
-    assert_eq!(last["complete"], false, "the last window was cut: {last}");
-    assert_eq!(last["truncation"], "disconnected");
+    // Unless the target died before sending any byte of its last window
+    // (an idle one flushes its first bytes about 1 s in), that window was
+    // cut and is the bundle's last.
+    if !seen.contains("before any trace byte") {
+        assert_eq!(last["complete"], false, "the last window was cut: {last}");
+        assert_eq!(last["truncation"], "disconnected");
+    }
     // Nothing after the death: every window was received before it was seen.
     let at = ending["at"].as_str().expect("at");
     assert!(windows(&m).iter().all(|w| w["received_at"].as_str() <= Some(at)));
@@ -256,10 +277,12 @@ fn death_case(how: Death, load: &[&str], sinks: &str, env: &[(&str, &str)]) -> (
             got.blind
         );
     }
-    // The agent's own estimate (its clock, the trace's spans) agrees.
+    // The agent's own estimate (its clock, the trace's spans) runs to when
+    // it saw the cut: at or after the death, later by however long the
+    // process took to end (a panic's runtime first flushes the trace).
     let estimate = ending["blind_spot_seconds"].as_f64().expect("estimate");
     assert!(
-        (estimate - got.blind).abs() < 0.3,
+        estimate > got.blind - 0.1 && estimate < got.blind + 1.0,
         "manifest says {estimate}, Go's parser {:.3}",
         got.blind
     );
