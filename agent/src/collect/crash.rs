@@ -183,7 +183,7 @@ impl Watch {
             },
             (Some(Ok((cut, _))), _) => Verdict::Unjudged {
                 cut,
-                why: "the trace carries no generation numbers (Go <= 1.21)",
+                why: "the next window carried no generation numbers (Go <= 1.21, or not one whole batch)",
             },
         };
         if let Some((_, hi)) = gens {
