@@ -113,12 +113,15 @@ fn kept(agent: &Agent, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The targets being recorded (a dropped pod stays listed, departed, for
+/// its max_age: tests/crash.rs).
 fn names(agent: &Agent) -> Vec<String> {
     let (_, v) = agent.get("/v1/targets");
     v["targets"]
         .as_array()
         .expect("targets")
         .iter()
+        .filter(|t| t["state"] != "departed")
         .filter_map(|t| t["name"].as_str().map(String::from))
         .collect()
 }
@@ -192,6 +195,7 @@ max_age = "30s"
     wait_for("the deleted pod to be dropped", Duration::from_secs(20), || {
         (names(&agent) == ["shop.payments-1"]).then_some(())
     });
+    assert_eq!(agent.target("shop.checkout-1")["state"], "departed");
 
     // The API refuses (RBAC gone wrong): counted, logged, and the last list stays.
     *api.fail.lock() = Some(403);
