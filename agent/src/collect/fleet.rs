@@ -106,8 +106,8 @@ fn collection_changed(a: &Target, b: &Target) -> bool {
 }
 
 impl Fleet {
-    /// `crashes` receives every death the collectors see; `None` turns crash
-    /// detection off.
+    /// `crashes` receives every death the collectors see; with `None` they
+    /// are only logged and counted (`[crash] enabled = false`).
     pub fn new(
         rings: Arc<Rings>,
         metrics: Arc<Metrics>,

@@ -8,8 +8,8 @@ use super::Problem;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrashConfig {
-    /// Off: deaths are neither watched for nor snapshotted, on any target.
-    /// On: every target whose `crash` is not false.
+    /// On: the deaths of every target whose `crash` is not false make
+    /// bundles. Off: none does (the collectors still log and count them).
     pub enabled: bool,
     /// Per-target cooldown of the crash trigger, shared with the other
     /// automatic triggers: a service crash-looping makes one bundle per

@@ -1,7 +1,9 @@
 //! Snapshot: turns a trigger into bundles: freeze the ring, keep recording for `post_trigger`, write atomically.
 //!
 //! Takes in: a [`Firing`] (from a trigger through its gate, the API, the
-//! CLI, Kubernetes) for one target or all. Hands on: a bundle written aside
+//! CLI, Kubernetes) for one target or all, and its [`Scope`]: a crash (or a
+//! departed target) is written up to its last window at once, with no
+//! post-trigger recording. Hands on: a bundle written aside
 //! with [`crate::bundle::BundleWriter`] and committed to the spool of
 //! [`crate::deliver`]; the snapshot is acknowledged only once committed.
 //! Owns: the frozen windows (`Arc` clones of the ring's, no copy) until they
