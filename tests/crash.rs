@@ -524,7 +524,7 @@ fn a_crash_looping_service_makes_one_bundle_per_cooldown() {
     );
     let dir = bundles[0]["path"].as_str().map(PathBuf::from).expect("path");
     let m = assert_bundle_valid(&dir);
-    // Killed before an idle window's first bytes: the cut came with none.
+    // One of the deaths of this 1 s-window service, whichever came first.
     let seen = m["ending"]["seen"].as_str().expect("seen");
     assert!(seen.contains("into a 1 s window"), "{seen}");
 }
