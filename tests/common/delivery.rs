@@ -419,7 +419,7 @@ async fn receive(
 type Parsed = (flightrec_proto::v1::Manifest, BTreeMap<String, Vec<u8>>);
 
 /// A strict reading of the documented format: manifest part first, then one
-/// part per window with a matching X-Flightrec-Sha256.
+/// part per window (and window tail) with a matching X-Flightrec-Sha256.
 fn parse_bundle(content_type: &str, body: &[u8]) -> Result<Parsed, String> {
     use flightrec_proto::Message;
     let boundary = content_type
@@ -463,27 +463,37 @@ fn parse_bundle(content_type: &str, body: &[u8]) -> Result<Parsed, String> {
             .find_map(|l| l.strip_prefix("X-Flightrec-Sha256: "))
             .ok_or("window part without X-Flightrec-Sha256")?;
         let got = hex::encode(Sha256::digest(&bytes));
-        let listed = manifest
-            .windows
-            .iter()
-            .find(|w| w.file == file)
+        let listed = listed_files(&manifest)
+            .into_iter()
+            .find(|(f, _)| *f == file)
             .ok_or(format!("{file} not in the manifest"))?;
-        if got != sha || got != listed.sha256 {
+        if got != sha || got != listed.1 {
             return Err(format!(
                 "{file}: sha256 {got}, header {sha}, manifest {}",
-                listed.sha256
+                listed.1
             ));
         }
         windows.insert(file, bytes);
     }
-    if windows.len() != manifest.windows.len() {
+    if windows.len() != listed_files(&manifest).len() {
         return Err(format!(
-            "{} windows sent, manifest lists {}",
+            "{} files sent, manifest lists {}",
             windows.len(),
-            manifest.windows.len()
+            listed_files(&manifest).len()
         ));
     }
     Ok((manifest, windows))
+}
+
+/// Every window and window tail the manifest lists: (file, sha256).
+fn listed_files(m: &flightrec_proto::v1::Manifest) -> Vec<(String, String)> {
+    m.windows
+        .iter()
+        .flat_map(|w| {
+            std::iter::once((w.file.clone(), w.sha256.clone()))
+                .chain(w.tail.as_ref().map(|t| (t.file.clone(), t.sha256.clone())))
+        })
+        .collect()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

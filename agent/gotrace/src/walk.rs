@@ -108,6 +108,8 @@ pub struct Walker {
     /// `info` as of the end of the last generation known to be whole.
     whole: TraceInfo,
     gen: Option<u64>,
+    /// Lowest and highest generation number of any batch walked.
+    gens: Option<(u64, u64)>,
     /// Event batches of the current generation whose timestamps `info` does
     /// not hold yet.
     untimed: Untimed,
@@ -141,6 +143,7 @@ impl Walker {
             info: blank.clone(),
             whole: blank,
             gen: None,
+            gens: None,
             untimed: Untimed::default(),
         }
     }
@@ -148,6 +151,14 @@ impl Walker {
     /// The Go version, once the header has been seen.
     pub fn version(&self) -> Option<GoVersion> {
         self.version
+    }
+
+    /// The lowest and highest generation number of the batches walked so
+    /// far, whole or not. Go numbers generations on from the last one a
+    /// process traced, so a trace whose first generation is not above the
+    /// previous trace's last came from another process (a restart).
+    pub fn generations(&self) -> Option<(u64, u64)> {
+        self.gens
     }
 
     /// Bytes fed so far.
@@ -265,6 +276,8 @@ impl Walker {
             }
             match read_batch(&mut cur) {
                 Ok(Some(batch)) => {
+                    let (lo, hi) = self.gens.unwrap_or((batch.gen, batch.gen));
+                    self.gens = Some((lo.min(batch.gen), hi.max(batch.gen)));
                     if self.gen != Some(batch.gen) {
                         // Before Go 1.26 a generation is known whole only once
                         // the next one starts.
@@ -1207,5 +1220,22 @@ mod tests {
             keepable(data, false),
             Err(FormatError::NoWholeGeneration(16))
         ));
+    }
+
+    #[test]
+    fn generation_numbers_span_every_batch_walked_whole_or_not() {
+        for (name, _, _) in V2 {
+            let data = fixture(name);
+            let mut w = Walker::new();
+            w.feed(&data).expect("walks");
+            let (lo, hi) = w.generations().unwrap_or_else(|| panic!("{name}: no batch"));
+            assert!(lo >= 1 && hi >= lo, "{name}: {lo}..{hi}");
+            // Cut inside the last generation: its number is still seen.
+            let (keep, _) = keepable(&data, true).expect("whole");
+            let mut cut = Walker::new();
+            cut.feed(&data[..keep - 1]).expect("walks");
+            assert_eq!(cut.generations().map(|g| g.0), Some(lo), "{name}");
+        }
+        assert_eq!(Walker::new().generations(), None);
     }
 }

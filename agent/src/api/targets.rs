@@ -1,4 +1,4 @@
-//! `GET /v1/targets`: every target, its collector's state and its ring.
+//! `GET /v1/targets`: every target, its collector's state and its ring; departed targets too, while their rings are kept.
 
 use std::sync::Arc;
 
@@ -27,6 +27,8 @@ pub(super) async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "windows_kept": st.as_ref().map_or(0, |s| s.windows_kept),
                 "consecutive_failures": st.as_ref().map_or(0, |s| s.consecutive_failures),
                 "last_window_at": st.as_ref().and_then(|s| s.last_window_at).map(crate::units::rfc3339),
+                "departed_at": st.as_ref().and_then(|s| s.departed_at).map(crate::units::rfc3339),
+                "crash_trigger": t.crash && state.config.crash.enabled,
                 "last_error": st.as_ref().and_then(|s| s.last_error.as_ref()).map(|(at, e)| json!({
                     "at": crate::units::rfc3339(*at), "message": e,
                 })),

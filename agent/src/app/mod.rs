@@ -32,6 +32,10 @@ use crate::snapshot::Snapshots;
 use crate::telemetry::Metrics;
 use crate::trigger::{self, webhook::WebhookError, Gate, Triggers};
 
+/// Deaths waiting for the crash trigger. It only asks the gate, so this is
+/// never full unless many targets die at once; then the gate's rate limit
+/// would hold most back anyway.
+const CRASH_QUEUE: usize = 64;
 /// How long SIGTERM waits for snapshots still recording their post-trigger
 /// part before cutting them short.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -146,7 +150,15 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         metrics.clone(),
     )?);
     let rings = Arc::new(Rings::new(&[], config.ring.max_bytes));
-    let fleet = Fleet::new(rings.clone(), metrics.clone(), extra_roots.clone());
+    // Deaths the collectors see, for the crash trigger; none when it is off.
+    let (deaths_tx, deaths) = match config.crash.enabled {
+        true => {
+            let (tx, rx) = mpsc::channel(CRASH_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
+    let fleet = Fleet::new(rings.clone(), metrics.clone(), extra_roots.clone(), deaths_tx);
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -211,6 +223,15 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         .set(crate::units::unix_seconds(SystemTime::now()));
     // Triggers stop as soon as shutdown begins: no new snapshot can start then.
     let triggers = Triggers::start(&config.triggers.triggers, &gate, &closing, &extra_roots);
+    let crash_trigger = deaths.map(|deaths| {
+        tokio::spawn(trigger::crash::run(
+            deaths,
+            config.crash.cooldown,
+            gate.clone(),
+            fleet.clone(),
+            closing.clone(),
+        ))
+    });
 
     let delivering = CancellationToken::new();
     let deliveries = TaskTracker::new();
@@ -311,6 +332,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     if !triggers.wait(Duration::from_secs(5)).await {
         warn!("triggers did not stop within 5s");
     }
+    if let Some(t) = crash_trigger {
+        let _ = t.await;
+    }
     if let Some(k) = &kubernetes {
         k.wait().await;
     }
@@ -377,7 +401,8 @@ async fn drain_deliveries(spool: &Spool, grace: Duration) {
     }
 }
 
-/// Ages windows out of idle rings and keeps ring gauges fresh.
+/// Ages windows out of idle rings, frees departed targets past their
+/// `max_age`, and keeps ring gauges fresh.
 async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, fleet: Arc<Fleet>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -386,8 +411,10 @@ async fn expire_loop(rings: Arc<Rings>, metrics: Arc<Metrics>, fleet: Arc<Fleet>
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let evicted = rings.expire(SystemTime::now());
+        let now = SystemTime::now();
+        let evicted = rings.expire(now);
         events::evicted(&metrics, &evicted);
+        fleet.expire(now);
         for name in fleet.names() {
             collect::update_ring_gauges(&metrics, &rings, &name);
         }

@@ -35,7 +35,8 @@ impl Reload<'_> {
         );
         match self.fleet.apply(&all) {
             Ok(changes) => {
-                self.webhooks.set_targets(&all);
+                // Departed targets too: an alert about them still snapshots.
+                self.webhooks.set_targets(&self.fleet.targets());
                 if !changes.is_empty() {
                     info!(
                         added = ?changes.added, removed = ?changes.removed, restarted = ?changes.restarted,
@@ -90,6 +91,7 @@ impl Reload<'_> {
             ("webhooks", t.webhooks != r.webhooks),
             ("trigger_limits", t.limits != r.limits),
             ("kubernetes", new.kubernetes != running.kubernetes),
+            ("crash", new.crash != running.crash),
         ]
         .into_iter()
         .filter_map(|(section, changed)| changed.then_some(section))

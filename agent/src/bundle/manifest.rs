@@ -22,6 +22,82 @@ pub struct Manifest {
     #[serde(default)]
     pub coverage: Option<CoverageInfo>,
     pub windows: Vec<WindowEntry>,
+    /// How the recording ended when not after `post_trigger` (a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<Ending>,
+}
+
+/// How a bundle's recording ended (manifest.proto `Ending`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ending {
+    /// `crash`
+    pub how: String,
+    /// What the agent saw, in words.
+    pub seen: String,
+    /// When the death was seen (RFC 3339, agent clock).
+    pub at: String,
+    /// From the last event Go's parser reads in the bundle to `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blind_spot_seconds: Option<f64>,
+    /// The same, counting the tails' events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_blind_spot_seconds: Option<f64>,
+    /// The target's log of its last moments. No collector writes one yet:
+    /// Kubernetes discovery will (a crashed container's previous log);
+    /// readers, `inspect` and the sinks handle it already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<FileEntry>,
+}
+
+/// A file of the bundle besides a window's trace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// A window's tail (manifest.proto `Tail`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TailEntry {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_end_ns: Option<u64>,
+}
+
+/// What a listed file is, which tells how to check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// A Go execution trace, starting with its header.
+    Window,
+    /// Bytes that follow a window's trace.
+    Tail,
+    /// Text.
+    Log,
+}
+
+impl FileRole {
+    /// The name of its part in the HTTP collector's multipart body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileRole::Window => "window",
+            FileRole::Tail => "tail",
+            FileRole::Log => "log",
+        }
+    }
+}
+
+/// One file the manifest lists, with what it must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed<'a> {
+    pub role: FileRole,
+    pub file: &'a str,
+    pub bytes: u64,
+    pub sha256: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -82,6 +158,8 @@ pub struct WindowEntry {
     pub seq: u64,
     #[serde(default)]
     pub trimmed_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<TailEntry>,
 }
 
 impl Manifest {
@@ -125,6 +203,13 @@ impl Manifest {
                     received_at: w.received_at.clone(),
                     seq: w.seq,
                     trimmed_bytes: w.trimmed_bytes,
+                    tail: w.tail.as_ref().map(|t| pb::Tail {
+                        file: t.file.clone(),
+                        bytes: t.bytes,
+                        sha256: t.sha256.clone(),
+                        generation: t.generation.unwrap_or(0),
+                        trace_end_ns: t.trace_end_ns.unwrap_or(0),
+                    }),
                 })
                 .collect(),
             created_at: self.created_at.clone(),
@@ -138,7 +223,51 @@ impl Manifest {
             agent_host: self.agent_host.clone(),
             post_trigger_complete: self.post_trigger_complete,
             post_trigger_seconds: self.post_trigger_seconds,
+            ending: self.ending.as_ref().map(|e| pb::Ending {
+                how: e.how.clone(),
+                seen: e.seen.clone(),
+                at: e.at.clone(),
+                blind_spot_seconds: e.blind_spot_seconds.unwrap_or(-1.0),
+                tail_blind_spot_seconds: e.tail_blind_spot_seconds.unwrap_or(-1.0),
+                log: e.log.as_ref().map(|l| pb::File {
+                    file: l.file.clone(),
+                    bytes: l.bytes,
+                    sha256: l.sha256.clone(),
+                }),
+            }),
         }
+    }
+
+    /// Every file the manifest lists besides itself, in delivery order: each
+    /// window's trace and then its tail, then the log. Sinks deliver these
+    /// and `inspect` checks them.
+    pub fn files(&self) -> Vec<Listed<'_>> {
+        let mut out = Vec::with_capacity(self.windows.len() + 1);
+        for w in &self.windows {
+            out.push(Listed {
+                role: FileRole::Window,
+                file: &w.file,
+                bytes: w.bytes,
+                sha256: &w.sha256,
+            });
+            if let Some(t) = &w.tail {
+                out.push(Listed {
+                    role: FileRole::Tail,
+                    file: &t.file,
+                    bytes: t.bytes,
+                    sha256: &t.sha256,
+                });
+            }
+        }
+        if let Some(l) = self.ending.as_ref().and_then(|e| e.log.as_ref()) {
+            out.push(Listed {
+                role: FileRole::Log,
+                file: &l.file,
+                bytes: l.bytes,
+                sha256: &l.sha256,
+            });
+        }
+        out
     }
 
     /// The window holding the trigger moment (the one to open first), else
@@ -152,8 +281,9 @@ impl Manifest {
             .or(self.windows.last())
     }
 
+    /// Bytes of every listed file.
     pub fn total_bytes(&self) -> u64 {
-        self.windows.iter().map(|w| w.bytes).sum()
+        self.files().iter().map(|f| f.bytes).sum()
     }
 }
 

@@ -10,9 +10,11 @@ mod manifest;
 mod verify;
 mod write;
 
-pub use manifest::{CoverageInfo, Manifest, TargetInfo, Trigger, WindowEntry};
+pub use manifest::{
+    CoverageInfo, Ending, FileEntry, FileRole, Listed, Manifest, TailEntry, TargetInfo, Trigger, WindowEntry,
+};
 pub use verify::{facts, read_manifest, verify, verify_with, FileFacts, WindowCheck};
-pub use write::{sync_dir, BundleMeta, BundleWriter, HashingWriter};
+pub use write::{sync_dir, BundleMeta, BundleWriter, Death, HashingWriter};
 
 use std::io;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Reading a bundle back: its manifest, and every window checked against its size, sha256 and header.
+//! Reading a bundle back: its manifest, and every file it lists checked against its size and sha256 (and a window's header).
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -8,7 +8,7 @@ use flightrec_proto::v1 as pb;
 use flightrec_proto::Message;
 use sha2::{Digest, Sha256};
 
-use super::{BundleError, Manifest, WindowEntry, MANIFEST_JSON, MANIFEST_PB};
+use super::{BundleError, FileRole, Listed, Manifest, MANIFEST_JSON, MANIFEST_PB};
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
     let path = dir.join(MANIFEST_JSON);
@@ -22,7 +22,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
     })
 }
 
-/// One window's verification result.
+/// One file's verification result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowCheck {
     pub file: String,
@@ -62,8 +62,9 @@ pub fn facts(mut r: impl Read) -> io::Result<FileFacts> {
     })
 }
 
-/// Re-hashes every window file in `dir` and checks it against the manifest,
-/// that the file is a Go trace, and that `manifest.pb` says the same as the JSON.
+/// Re-hashes every file the manifest lists in `dir` (windows, tails, a log)
+/// and checks it against the manifest, that each window is a Go trace, and
+/// that `manifest.pb` says the same as the JSON.
 pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<WindowCheck> {
     let pb = fs::read(dir.join(MANIFEST_PB)).map_err(|e| format!("cannot read: {e}"));
     verify_with(manifest, pb, |name| {
@@ -83,11 +84,11 @@ pub fn verify_with(
     mut file: impl FnMut(&str) -> Result<FileFacts, String>,
 ) -> Vec<WindowCheck> {
     let mut out: Vec<WindowCheck> = manifest
-        .windows
-        .iter()
-        .map(|w| WindowCheck {
-            file: w.file.clone(),
-            problem: file(&w.file).and_then(|f| check_window(w, &f)).err(),
+        .files()
+        .into_iter()
+        .map(|l| WindowCheck {
+            file: l.file.to_string(),
+            problem: file(l.file).and_then(|f| check_file(&l, &f)).err(),
         })
         .collect();
     let pb_problem = match pb {
@@ -105,13 +106,16 @@ pub fn verify_with(
     out
 }
 
-fn check_window(w: &WindowEntry, f: &FileFacts) -> Result<(), String> {
-    if f.bytes != w.bytes {
-        return Err(format!("size is {} bytes, manifest says {}", f.bytes, w.bytes));
+fn check_file(l: &Listed<'_>, f: &FileFacts) -> Result<(), String> {
+    if f.bytes != l.bytes {
+        return Err(format!("size is {} bytes, manifest says {}", f.bytes, l.bytes));
     }
-    if f.sha256 != w.sha256 {
-        return Err(format!("sha256 is {}, manifest says {}", f.sha256, w.sha256));
+    if f.sha256 != l.sha256 {
+        return Err(format!("sha256 is {}, manifest says {}", f.sha256, l.sha256));
     }
-    gotrace::check_header(&f.head).map_err(|e| e.to_string())?;
+    // A tail starts mid-trace and a log is text: only a window has a header.
+    if l.role == FileRole::Window {
+        gotrace::check_header(&f.head).map_err(|e| e.to_string())?;
+    }
     Ok(())
 }

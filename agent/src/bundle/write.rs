@@ -9,7 +9,8 @@ use flightrec_proto::Message;
 use sha2::{Digest, Sha256};
 
 use super::{
-    BundleError, CoverageInfo, Manifest, TargetInfo, Trigger, WindowEntry, MANIFEST_JSON, MANIFEST_PB,
+    BundleError, CoverageInfo, Ending, Manifest, TailEntry, TargetInfo, Trigger, WindowEntry, MANIFEST_JSON,
+    MANIFEST_PB,
 };
 use crate::ring::coverage;
 use crate::ring::window::{Span, Window};
@@ -23,6 +24,17 @@ pub struct BundleMeta {
     pub trigger: Trigger,
     pub post_trigger_seconds: f64,
     pub post_trigger_complete: bool,
+    /// Set when the target died: the bundle then ends at its death.
+    pub death: Option<Death>,
+}
+
+/// A target's death, as the agent saw it.
+#[derive(Debug, Clone)]
+pub struct Death {
+    /// In words: "stream cut 1.4 s into a 2 s window, then connection refused".
+    pub seen: String,
+    /// When the stream was cut (agent clock).
+    pub at: SystemTime,
 }
 
 /// Assembles one bundle in `tmp`: window files as their windows come (a
@@ -36,6 +48,10 @@ pub struct BundleWriter {
     entries: Vec<WindowEntry>,
     spans: Vec<Span>,
     prev_end: Option<u64>,
+    /// The latest event seen so far, in the trace files and with the tails
+    /// (agent clock, see [`Window::last_event_at`]).
+    last_event: Option<SystemTime>,
+    last_tail_event: Option<SystemTime>,
 }
 
 impl BundleWriter {
@@ -47,6 +63,8 @@ impl BundleWriter {
             entries: Vec::new(),
             spans: Vec::new(),
             prev_end: None,
+            last_event: None,
+            last_tail_event: None,
         };
         fs::create_dir_all(tmp).map_err(|e| w.fail(e))?;
         Ok(w)
@@ -78,17 +96,21 @@ impl BundleWriter {
         self.entries.len()
     }
 
-    /// Writes the next window (in time order) as a plain trace and fsyncs it.
+    /// Writes the next window (in time order) as a plain trace and fsyncs it;
+    /// its tail, if kept, goes beside it in a file of its own.
     pub fn add(&mut self, w: &Window) -> Result<(), BundleError> {
         let (start, end, clock) = w.wall_span();
-        let file = format!("{:04}-{}.trace", self.entries.len() + 1, compact_time(start));
-        let (bytes, sha256) =
-            write_synced(&self.tmp.join(&file), |out| w.write_trace(out)).map_err(|e| self.fail(e))?;
+        let stem = format!("{:04}-{}", self.entries.len() + 1, compact_time(start));
+        let file = format!("{stem}.trace");
+        let tail_file = w.tail.map(|_| format!("{stem}.tail"));
+        let ((bytes, sha256), tail) = self.write_window(w, &file, tail_file.as_deref())?;
         let gap = match (self.prev_end, w.info.start_ns()) {
             (Some(p), Some(s)) if s >= p => Some((s - p) as f64 / 1e9),
             _ => None,
         };
         self.prev_end = w.info.end_ns();
+        self.last_event = self.last_event.max(w.last_event_at(false));
+        self.last_tail_event = self.last_tail_event.max(w.last_event_at(true));
         self.spans.push(w.span());
         self.entries.push(WindowEntry {
             file,
@@ -109,8 +131,44 @@ impl BundleWriter {
             received_at: rfc3339(w.received_at),
             seq: w.seq,
             trimmed_bytes: w.trimmed_bytes,
+            tail: tail
+                .zip(tail_file)
+                .zip(w.tail)
+                .map(|(((bytes, sha256), file), t)| TailEntry {
+                    file,
+                    bytes,
+                    sha256,
+                    generation: t.generation,
+                    trace_end_ns: t.end_ns,
+                }),
         });
         Ok(())
+    }
+
+    /// Writes a window's trace, and its tail when `tail_file` names one, in
+    /// one pass over its blocks; both files fsynced. Returns each file's
+    /// size and sha256.
+    fn write_window(
+        &self,
+        w: &Window,
+        file: &str,
+        tail_file: Option<&str>,
+    ) -> Result<(Facts, Option<Facts>), BundleError> {
+        let Some(tail_file) = tail_file else {
+            let trace =
+                write_synced(&self.tmp.join(file), |out| w.write_trace(out)).map_err(|e| self.fail(e))?;
+            return Ok((trace, None));
+        };
+        let tail = File::create(self.tmp.join(tail_file)).map_err(|e| self.fail(e))?;
+        let mut tail_out = hashing(&tail);
+        let trace = write_synced(&self.tmp.join(file), |out| {
+            w.write_split(out, &mut tail_out)?;
+            tail_out.flush()
+        })
+        .map_err(|e| self.fail(e))?;
+        let tail_facts = (tail_out.bytes, hex::encode(tail_out.hasher.finalize()));
+        tail.sync_all().map_err(|e| self.fail(e))?;
+        Ok((trace, Some(tail_facts)))
     }
 
     /// Writes both manifests and fsyncs the directory; returns the manifest.
@@ -133,6 +191,21 @@ impl BundleWriter {
             post_trigger_complete: meta.post_trigger_complete,
             coverage: cov,
             windows: std::mem::take(&mut self.entries),
+            ending: meta.death.as_ref().map(|d| {
+                let before = |event: Option<SystemTime>| {
+                    event
+                        .and_then(|e| d.at.duration_since(e).ok())
+                        .map(|b| b.as_secs_f64())
+                };
+                Ending {
+                    how: "crash".into(),
+                    seen: d.seen.clone(),
+                    at: rfc3339(d.at),
+                    blind_spot_seconds: before(self.last_event),
+                    tail_blind_spot_seconds: before(self.last_tail_event),
+                    log: None,
+                }
+            }),
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| self.fail(io::Error::other(e)))?;
         write_synced(&self.tmp.join(MANIFEST_JSON), |out| out.write_all(&json)).map_err(|e| self.fail(e))?;
@@ -143,22 +216,29 @@ impl BundleWriter {
     }
 }
 
+/// A written file's size and sha256 (lower-case hex).
+type Facts = (u64, String);
+
 /// Writes a file through a buffer while hashing it, then fsyncs it.
 fn write_synced(
     path: &Path,
     body: impl FnOnce(&mut HashingWriter<BufWriter<&File>>) -> io::Result<()>,
-) -> io::Result<(u64, String)> {
+) -> io::Result<Facts> {
     let file = File::create(path)?;
-    let mut out = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, &file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut out = hashing(&file);
     body(&mut out)?;
     out.inner.flush()?;
     let (bytes, digest) = (out.bytes, hex::encode(out.hasher.finalize()));
     file.sync_all()?;
     Ok((bytes, digest))
+}
+
+fn hashing(file: &File) -> HashingWriter<BufWriter<&File>> {
+    HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    }
 }
 
 pub struct HashingWriter<W> {

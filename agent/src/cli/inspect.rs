@@ -132,16 +132,34 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             format!(" on {}", m.agent_host)
         }
     );
-    let _ = writeln!(
-        s,
-        "recorded  {} after the trigger{}",
-        Secs(Duration::from_secs_f64(m.post_trigger_seconds.max(0.0))),
-        if m.post_trigger_complete {
-            ""
-        } else {
-            " (cut short: the target stopped answering or the agent stopped)"
+    match &m.ending {
+        Some(e) => {
+            let _ = writeln!(s, "ended     {} at {}: {}", e.how, e.at, e.seen);
+            let _ = writeln!(s, "recorded  up to the death, nothing after it");
+            let secs = |v: Option<f64>| v.map_or("unknown".to_string(), |v| format!("{v:.3}s"));
+            let _ = writeln!(
+                s,
+                "blind     {} from the last event Go's parser reads to the death; {} counting the tails (events of an unfinished generation, which need a decoder that reads them)",
+                secs(e.blind_spot_seconds),
+                secs(e.tail_blind_spot_seconds)
+            );
+            if let Some(log) = &e.log {
+                let _ = writeln!(s, "log       {} ({})", log.file, Bytes(log.bytes));
+            }
         }
-    );
+        None => {
+            let _ = writeln!(
+                s,
+                "recorded  {} after the trigger{}",
+                Secs(Duration::from_secs_f64(m.post_trigger_seconds.max(0.0))),
+                if m.post_trigger_complete {
+                    ""
+                } else {
+                    " (cut short: the target stopped answering or the agent stopped)"
+                }
+            );
+        }
+    }
     if let Some(c) = &m.coverage {
         let _ = writeln!(
             s,
@@ -167,10 +185,13 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
         let gap = w.gap_before_seconds.map_or("-".to_string(), |g| {
             Secs(Duration::from_secs_f64(g.max(0.0))).to_string()
         });
-        let check = checks
-            .iter()
-            .find(|c| c.file == w.file)
-            .and_then(|c| c.problem.clone());
+        let problem = |file: &str| {
+            checks
+                .iter()
+                .find(|c| c.file == file)
+                .and_then(|c| c.problem.clone())
+        };
+        let check = problem(&w.file);
         let state = match (&check, w.complete) {
             (Some(p), _) => format!("BAD: {p}"),
             (None, true) => "complete, sha256 ok".to_string(),
@@ -192,14 +213,39 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             w.go_version,
             state
         );
+        if let Some(t) = &w.tail {
+            let state = match problem(&t.file) {
+                Some(p) => format!("BAD: {p}"),
+                None => "sha256 ok".to_string(),
+            };
+            let reach = match (t.trace_end_ns, w.trace_end_ns) {
+                (Some(end), whole) if end > whole && whole > 0 => {
+                    format!(", events to +{}", Secs(Duration::from_nanos(end - whole)))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "       + tail {:<29} generation {}{reach}, {} not in the trace above: {}",
+                t.file,
+                t.generation.map_or("?".to_string(), |g| g.to_string()),
+                Bytes(t.bytes),
+                state
+            );
+        }
     }
     let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
     let _ = writeln!(s);
     if bad.is_empty() {
+        let tails = m.windows.iter().filter(|w| w.tail.is_some()).count();
         let _ = writeln!(
             s,
-            "verified: {} windows, {}, every sha256 matches; manifest.pb agrees",
+            "verified: {} windows{}, {}, every sha256 matches; manifest.pb agrees",
             m.windows.len(),
+            match tails {
+                0 => String::new(),
+                n => format!(" and {n} tail{}", if n == 1 { "" } else { "s" }),
+            },
             Bytes(m.total_bytes())
         );
     } else {
@@ -228,4 +274,89 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flightrec_proto::Message;
+    use sha2::{Digest, Sha256};
+
+    fn put(dir: &Path, name: &str, bytes: &[u8]) -> serde_json::Value {
+        std::fs::write(dir.join(name), bytes).expect("write");
+        json!({"file": name, "bytes": bytes.len(), "sha256": hex::encode(Sha256::digest(bytes))})
+    }
+
+    /// A crash bundle as the agent writes it, plus the log Kubernetes
+    /// discovery is to add.
+    fn crash_bundle(dir: &Path) -> Manifest {
+        let trace = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/gotrace/testdata/go1.26.trace"
+        ))
+        .expect("testdata");
+        let w = put(dir, "0001-20261204T101010.000Z.trace", &trace);
+        let tail = put(dir, "0001-20261204T101010.000Z.tail", &[1, 7, 0, 1, 2, 3]);
+        let log = put(dir, "previous.log", b"panic: boom\n");
+        let m: Manifest = serde_json::from_value(json!({
+            "id": "20261204T101011.400Z-svc-0001", "agent_version": "0", "created_at": "2026-12-04T10:10:12Z",
+            "target": {"name": "svc"},
+            "trigger": {"kind": "crash", "reason": "svc died", "fired_at": "2026-12-04T10:10:11.400Z"},
+            "windows": [{
+                "file": w["file"], "bytes": w["bytes"], "sha256": w["sha256"],
+                "start": "2026-12-04T10:10:10Z", "end": "2026-12-04T10:10:11Z", "go_version": "1.26",
+                "complete": false, "truncation": "disconnected", "clock": "target",
+                "trace_start_ns": 1_000_000_000u64, "trace_end_ns": 2_000_000_000u64,
+                "tail": {"file": tail["file"], "bytes": tail["bytes"], "sha256": tail["sha256"],
+                         "generation": 9, "trace_end_ns": 2_390_000_000u64}
+            }],
+            "ending": {"how": "crash", "seen": "stream cut 1.4 s into a 2 s window, then connection refused",
+                       "at": "2026-12-04T10:10:11.400Z", "blind_spot_seconds": 0.4,
+                       "tail_blind_spot_seconds": 0.01, "log": log}
+        }))
+        .expect("manifest");
+        std::fs::write(
+            dir.join(bundle::MANIFEST_JSON),
+            serde_json::to_vec(&m).expect("json"),
+        )
+        .expect("write");
+        std::fs::write(dir.join(bundle::MANIFEST_PB), m.to_proto().encode_to_vec()).expect("write");
+        m
+    }
+
+    #[test]
+    fn a_crash_bundle_says_how_it_ended_and_every_file_it_lists_is_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let m = crash_bundle(tmp.path());
+        assert_eq!(m.files().len(), 3, "trace, tail, log");
+        assert_eq!(m.total_bytes(), 12522 + 6 + 12);
+        let (text, ok) = inspect(tmp.path(), false).expect("inspect");
+        assert!(ok, "{text}");
+        for want in [
+            "ended     crash at 2026-12-04T10:10:11.400Z: stream cut 1.4 s into a 2 s window, then connection refused",
+            "recorded  up to the death",
+            "blind     0.400s from the last event Go's parser reads to the death; 0.010s counting the tails",
+            "log       previous.log (12 B)",
+            "+ tail 0001-20261204T101010.000Z.tail",
+            "generation 9, events to +390ms",
+            "verified: 1 windows and 1 tail",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+
+        // A damaged tail or log is found, and named.
+        std::fs::write(
+            tmp.path().join("0001-20261204T101010.000Z.tail"),
+            [1, 7, 0, 1, 2, 4],
+        )
+        .expect("write");
+        std::fs::remove_file(tmp.path().join("previous.log")).expect("rm");
+        let (text, ok) = inspect(tmp.path(), false).expect("inspect");
+        assert!(!ok);
+        assert!(
+            text.contains("PROBLEM 0001-20261204T101010.000Z.tail: sha256 is"),
+            "{text}"
+        );
+        assert!(text.contains("PROBLEM previous.log: cannot open"), "{text}");
+    }
 }

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
+use super::crash::{Crash, Cut, Verdict, Watch};
 use super::events::{self, WindowError};
-use super::process::{Captured, Processor, Reservation};
+use super::process::{Captured, Item, Processor, Reservation};
 use super::status::{SharedStatus, State};
 use crate::config::Target;
 use crate::ring::window::{Truncation, Window};
@@ -35,10 +36,34 @@ const PROCESS_QUEUE: usize = 2;
 /// rest of it is dropped (the target is still read at full speed).
 const MAX_BACKLOG: usize = 8 * crate::ring::BLOCK;
 
+/// A connection closed before any response this soon after the request
+/// went out is the target closing a kept-alive connection (a server that is
+/// shutting down closes it right after the last response), not a death
+/// mid-window. A target that dies this early in a window, before its first
+/// bytes, is missed (see the README's crash section).
+const KEEPALIVE_CLOSE: Duration = Duration::from_millis(100);
+
 /// Why an attempt ended without bytes to keep.
 enum Failure {
     Error(WindowError),
+    /// Nothing listens on the target's port.
+    Refused(WindowError),
+    /// The connection was lost `after` the request went out, before any
+    /// response: the window was cut before its first byte.
+    Lost {
+        error: WindowError,
+        after: Duration,
+    },
     Shutdown,
+}
+
+/// Where every collector hands what it records.
+#[derive(Clone)]
+pub struct Outputs {
+    pub rings: Arc<Rings>,
+    pub metrics: Arc<Metrics>,
+    /// The crash trigger's queue; `None` when crash detection is off.
+    pub crashes: Option<mpsc::Sender<Box<Crash>>>,
 }
 
 pub struct Collector {
@@ -50,6 +75,7 @@ pub struct Collector {
     client: reqwest::Client,
     rings: Arc<Rings>,
     metrics: Arc<Metrics>,
+    crashes: Option<mpsc::Sender<Box<Crash>>>,
     status: SharedStatus,
     shutdown: CancellationToken,
 }
@@ -59,8 +85,7 @@ impl Collector {
         target: Target,
         seq: Arc<AtomicU64>,
         client: reqwest::Client,
-        rings: Arc<Rings>,
-        metrics: Arc<Metrics>,
+        out: Outputs,
         status: SharedStatus,
         shutdown: CancellationToken,
     ) -> Self {
@@ -70,8 +95,9 @@ impl Collector {
             name,
             seq,
             client,
-            rings,
-            metrics,
+            rings: out.rings,
+            metrics: out.metrics,
+            crashes: out.crashes,
             status,
             shutdown,
         }
@@ -106,6 +132,7 @@ impl Collector {
                 rings: self.rings.clone(),
                 metrics: self.metrics.clone(),
                 status: self.status.clone(),
+                crashes: self.crashes.clone(),
                 prev_end_ns: None,
             }
             .run(rx)
@@ -119,8 +146,30 @@ impl Collector {
             .get_or_create(&labels)
             .set(window.as_secs_f64());
         let mut failures = 0u32;
+        let mut watch = Watch::default();
+        let keep_for = self.target.max_age;
         while !self.shutdown.is_cancelled() {
-            match self.capture(window).await {
+            let attempt = match self.capture(window).await {
+                Err(Failure::Refused(err)) => {
+                    let verdict = watch.refused(&self.name, err.to_string(), keep_for);
+                    self.judged(verdict, &tx).await;
+                    Err(Failure::Error(err))
+                }
+                Err(Failure::Lost { error, after }) => {
+                    let verdict = watch.lost(Cut {
+                        seen_at: SystemTime::now(),
+                        into_window: after,
+                        window,
+                        bytes: 0,
+                        why: error.to_string(),
+                        last_seq: self.seq.load(Ordering::Relaxed),
+                    });
+                    self.judged(verdict, &tx).await;
+                    Err(Failure::Error(error))
+                }
+                other => other,
+            };
+            match attempt {
                 Ok(mut captured) => {
                     if failures > 0 {
                         events::target_recovered(&self.name, failures);
@@ -132,8 +181,26 @@ impl Collector {
                         st.state = State::Recording;
                         st.consecutive_failures = 0;
                     }
+                    let cut = match &captured.truncation {
+                        Some(Truncation::Disconnected(why)) => Some(Cut {
+                            seen_at: captured.received_at,
+                            into_window: captured
+                                .received_at
+                                .duration_since(captured.requested_at)
+                                .unwrap_or_default(),
+                            window,
+                            bytes: captured.walker.received() as u64,
+                            why: why.clone(),
+                            last_seq: captured.seq,
+                        }),
+                        _ => None,
+                    };
+                    // A death this window shows is reported before the
+                    // window is queued: it came from the next process.
+                    let verdict = watch.window(&self.name, captured.walker.generations(), cut, keep_for);
+                    self.judged(verdict, &tx).await;
                     let cut_by_shutdown = matches!(captured.truncation, Some(Truncation::Shutdown));
-                    if tx.try_send(captured).is_err() {
+                    if tx.try_send(Item::Window(Box::new(captured))).is_err() {
                         self.fail(&WindowError::Backlog);
                     }
                     if cut_by_shutdown {
@@ -151,7 +218,7 @@ impl Collector {
                     window = shorter;
                     self.status.lock().window = window;
                 }
-                Err(Failure::Error(err)) => {
+                Err(Failure::Error(err) | Failure::Refused(err) | Failure::Lost { error: err, .. }) => {
                     failures = failures.saturating_add(1);
                     self.fail(&err);
                     let delay = backoff(&err, failures, self.target.backoff_max);
@@ -175,6 +242,26 @@ impl Collector {
         drop(tx);
         let _ = processor.await;
         self.status.lock().state = State::Stopped;
+    }
+
+    /// Logs and counts what an attempt made of a cut; a death goes to the
+    /// processing task, behind the windows queued before it, so that the cut
+    /// window is in the ring when the crash trigger freezes it.
+    async fn judged(&self, verdict: Verdict, tx: &mpsc::Sender<Item>) {
+        match verdict {
+            Verdict::Nothing => {}
+            Verdict::Crash(c) => {
+                events::crash_seen(&self.metrics, &c);
+                // Waiting here is safe: no window is being read.
+                let _ = tx.send(Item::Crash(c)).await;
+            }
+            Verdict::Survived {
+                cut,
+                last_gen,
+                first_gen,
+            } => events::cut_survived(&self.metrics, &self.name, &cut, last_gen, first_gen),
+            Verdict::Unjudged { cut, why } => events::cut_unjudged(&self.metrics, &self.name, &cut, why),
+        }
     }
 
     fn fail(&self, err: &WindowError) {
@@ -203,7 +290,17 @@ impl Collector {
                     crate::units::Secs(wait)
                 ))))
             }
-            Ok(Err(e)) => return Err(Failure::Error(request_error(&e))),
+            Ok(Err(e)) => {
+                let error = request_error(&e);
+                let after = started.elapsed();
+                return Err(if refused(&e) {
+                    Failure::Refused(error)
+                } else if lost(&e) && after >= KEEPALIVE_CLOSE {
+                    Failure::Lost { error, after }
+                } else {
+                    Failure::Error(error)
+                });
+            }
             Ok(Ok(r)) => r,
         };
         let status = response.status();
@@ -379,6 +476,43 @@ fn request_error(e: &reqwest::Error) -> WindowError {
     } else {
         WindowError::Request(text)
     }
+}
+
+/// The causes of `e`, from the outermost.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+/// Did the target refuse the connection: nothing listens on its port? A
+/// reset while connecting counts too: a dying process's listening socket
+/// resets the connections still waiting in its queue.
+fn refused(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
+    e.is_connect()
+        && causes(e).any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| matches!(io.kind(), ConnectionRefused | ConnectionReset))
+        })
+}
+
+/// Was the connection closed or reset after the request went out, before
+/// any response?
+fn lost(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    !e.is_connect()
+        && !e.is_timeout()
+        && causes(e).any(|c| {
+            c.downcast_ref::<hyper::Error>()
+                .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+                || c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+                    )
+                })
+        })
 }
 
 /// The error and its causes on one line: reqwest's top message alone rarely

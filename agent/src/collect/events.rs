@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use super::crash::{Crash, Cut};
 use crate::ring::window::{Truncation, Window};
 use crate::ring::Eviction;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, TargetThen, TargetVerdict};
 use crate::units::{Bytes, Secs};
 
 /// Why a window attempt produced nothing usable. One metric label each.
@@ -89,8 +90,10 @@ pub fn window_kept(m: &Metrics, w: &Window, received: u64) {
 
             target = %w.target, seq = w.seq, reason = t.label(),
             kept = %Bytes(w.raw_len), trimmed = %Bytes(w.trimmed_bytes),
-            "stream cut short ({}); kept the {} whole generations received, marked incomplete",
-            describe_truncation(t), w.info.generations
+            tail = w.tail.map_or(0, |t| t.bytes),
+            "stream cut short ({}); kept the {} whole generations received, marked incomplete{}",
+            describe_truncation(t), w.info.generations,
+            if w.tail.is_some() { ", and the bytes after them as the window's tail" } else { "" }
         ),
     }
 }
@@ -140,4 +143,69 @@ pub fn backing_off(target: &str, delay: Duration, attempt: u32) {
 
 pub fn target_recovered(target: &str, failures: u32) {
     info!(%target, failures, "target is answering traces again");
+}
+
+pub(super) fn crash_seen(m: &Metrics, c: &Crash) {
+    m.lifecycle
+        .crashes
+        .get_or_create(&TargetThen {
+            target: c.target.to_string(),
+            then: c.then.label().into(),
+        })
+        .inc();
+    cut_judged(m, &c.target, "crash");
+    warn!(
+        target = %c.target, then = c.then.label(), cut = %c.cut, last_seq = c.last_seq,
+        "target died: {}", c.seen()
+    );
+}
+
+pub(super) fn cut_survived(m: &Metrics, target: &str, cut: &Cut, last_gen: u64, first_gen: u64) {
+    cut_judged(m, target, "survived");
+    info!(
+        %target, cut = %cut.why, "stream was cut {} into its window, but the same process answered next (trace generation {first_gen} after {last_gen}): the connection broke, the target lived",
+        Secs(cut.into_window)
+    );
+}
+
+pub(super) fn cut_unjudged(m: &Metrics, target: &str, cut: &Cut, why: &str) {
+    cut_judged(m, target, "unjudged");
+    info!(%target, cut = %cut.why, "cannot tell whether the stream cut {} into its window was a death: {why}", Secs(cut.into_window));
+}
+
+/// The crash trigger's queue was full: the death is logged, not snapshotted.
+pub(super) fn crash_unreported(m: &Metrics, c: &Crash) {
+    cut_judged(m, &c.target, "unreported");
+    warn!(target = %c.target, "the crash trigger's queue is full; this death is not snapshotted: {}", c.seen());
+}
+
+fn cut_judged(m: &Metrics, target: &str, verdict: &str) {
+    m.lifecycle
+        .cuts
+        .get_or_create(&TargetVerdict {
+            target: target.into(),
+            verdict: verdict.into(),
+        })
+        .inc();
+}
+
+pub(super) fn target_departed(m: &Metrics, target: &str, keep_for: Duration) {
+    m.lifecycle.departed.get_or_create(&m.target(target)).set(1);
+    m.freshness.forget(target);
+    info!(%target, keep_for = %Secs(keep_for), "target removed: recording stopped; its ring is kept for {} (max_age) and can still be snapshotted", Secs(keep_for));
+}
+
+pub(super) fn target_returned(m: &Metrics, target: &str) {
+    m.lifecycle.departed.remove(&m.target(target));
+    info!(%target, "departed target is back: recording into its ring again");
+}
+
+/// A departed target's `max_age` is over: it and its series go.
+pub(super) fn departed_expired(m: &Metrics, target: &str) {
+    let labels = m.target(target);
+    m.lifecycle.departed.remove(&labels);
+    m.ring_bytes.remove(&labels);
+    m.ring_windows.remove(&labels);
+    m.ring_coverage.remove(&labels);
+    info!(%target, "departed target expired: its ring is freed");
 }

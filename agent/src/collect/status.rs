@@ -18,6 +18,9 @@ pub struct TargetStatus {
     pub go_version: Option<String>,
     pub windows_kept: u64,
     pub consecutive_failures: u32,
+    /// When the target left the config (or discovery): its ring is kept for
+    /// `max_age`, see `Fleet`.
+    pub departed_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,9 @@ pub enum State {
     /// Another client holds the target's trace slot.
     SlotBusy,
     Stopped,
+    /// No longer configured or discovered; its ring is kept for `max_age`
+    /// and can still be snapshotted.
+    Departed,
 }
 
 impl State {
@@ -39,6 +45,7 @@ impl State {
             State::BackingOff => "backing_off",
             State::SlotBusy => "slot_busy",
             State::Stopped => "stopped",
+            State::Departed => "departed",
         }
     }
 }
@@ -54,5 +61,6 @@ pub fn new_status(target: &Target) -> SharedStatus {
         go_version: None,
         windows_kept: 0,
         consecutive_failures: 0,
+        departed_at: None,
     }))
 }

@@ -44,6 +44,8 @@ pub struct Target {
     pub read_timeout: Duration,
     /// Longest pause between attempts while the target is down or busy.
     pub backoff_max: Duration,
+    /// Whether the target's death makes a bundle (with `[crash] enabled`).
+    pub crash: bool,
 }
 
 impl Target {
@@ -97,6 +99,7 @@ pub fn default_target() -> Target {
         connect_timeout: Duration::from_secs(5),
         read_timeout: default_read_timeout(window),
         backoff_max: Duration::from_secs(30),
+        crash: true,
     }
 }
 
@@ -196,6 +199,7 @@ pub(super) fn read_target(mut t: Table<'_>, problems: &mut Vec<Problem>) -> Targ
     if backoff_max < Duration::from_millis(100) {
         problems.push(t.problem("backoff_max", "must be at least 100ms".into()));
     }
+    let crash = t.bool("crash", d.crash, problems);
     t.finish(problems);
     Target {
         name,
@@ -211,6 +215,7 @@ pub(super) fn read_target(mut t: Table<'_>, problems: &mut Vec<Problem>) -> Targ
         connect_timeout,
         read_timeout,
         backoff_max,
+        crash,
     }
 }
 

@@ -415,6 +415,7 @@ mod tests {
             },
             truncation: None,
             trimmed_bytes: 0,
+            tail: None,
             raw_len: bytes as u64,
             stored: vec![Bytes::from(vec![0u8; bytes])],
             compression: Compression::None,

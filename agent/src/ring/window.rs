@@ -68,14 +68,39 @@ pub struct Window {
     pub received_at: SystemTime,
     pub info: TraceInfo,
     pub truncation: Option<Truncation>,
-    /// Bytes dropped from the end of a cut stream to keep whole generations.
+    /// Bytes of a cut stream after its last whole generation: not part of
+    /// the trace, which must end on a whole generation for Go's parser.
+    /// Held after it as the window's [`Tail`] when the connection was lost,
+    /// else dropped.
     pub trimmed_bytes: u64,
     /// Length of the trace as the target sent it (after trimming).
     pub raw_len: u64,
-    /// The trace in blocks: independent zstd frames, or raw bytes, as
-    /// `compression` says. Concatenated, they are the trace.
+    /// The trimmed bytes, when kept.
+    pub tail: Option<Tail>,
+    /// The trace, then the tail if kept, in blocks: independent zstd
+    /// frames, or raw bytes, as `compression` says. Concatenated, they are
+    /// the stream as received.
     pub stored: Vec<Bytes>,
     pub compression: Compression,
+}
+
+/// What a cut stream held after its last whole generation, kept when the
+/// connection was lost (the target may have died: these are its last
+/// moments). They are events of an unfinished generation, whose string and
+/// stack tables Go writes only at the generation's end, so Go's parser
+/// cannot read them; the trace and the tail concatenated are the stream
+/// exactly as received, for a decoder that can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    pub bytes: u64,
+    /// The unfinished generation's number, when a batch of it was whole.
+    pub generation: Option<u64>,
+    /// The last event timestamp found in the tail's whole batches, in the
+    /// target's trace clock (ns); `None` when it holds none later than the
+    /// trace.
+    pub end_ns: Option<u64>,
+    /// From the stream's first event to `end_ns`.
+    pub since_start: Option<Duration>,
 }
 
 impl Drop for Window {
@@ -142,13 +167,48 @@ impl Window {
 
     /// Writes the plain trace to `out`, decompressing if needed.
     pub fn write_trace(&self, out: &mut impl Write) -> io::Result<()> {
+        self.write_split(out, &mut io::sink())
+    }
+
+    /// Writes the plain trace to `trace` and the tail (if kept) to `tail`,
+    /// in one pass over the blocks.
+    pub fn write_split(&self, trace: &mut impl Write, tail: &mut impl Write) -> io::Result<()> {
+        let mut left = self.raw_len;
+        let mut split = |raw: &[u8]| {
+            let head = raw.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            trace.write_all(&raw[..head])?;
+            left -= head as u64;
+            if self.tail.is_some() {
+                tail.write_all(&raw[head..])?;
+            }
+            Ok(())
+        };
         for block in &self.stored {
             match self.compression {
-                Compression::None => out.write_all(block)?,
-                Compression::Zstd => decompress(block, |raw| out.write_all(raw))?,
+                Compression::None => split(block)?,
+                Compression::Zstd => decompress(block, &mut split)?,
             }
         }
         Ok(())
+    }
+
+    /// When the last event this window holds happened, in the agent's clock:
+    /// the request's time plus the span of events since the trace began (the
+    /// target starts tracing as the request arrives). Only spans are read
+    /// from the target's clock, so this holds whatever the skew between the
+    /// two machines. With `tail`, the tail's events count too.
+    pub fn last_event_at(&self, tail: bool) -> Option<SystemTime> {
+        let whole = self
+            .info
+            .start_ns()
+            .zip(self.info.end_ns())
+            .map(|(a, b)| Duration::from_nanos(b.saturating_sub(a)));
+        let in_tail = self.tail.and_then(|t| t.since_start).filter(|_| tail);
+        let since = match (whole, in_tail) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }?;
+        self.requested_at.checked_add(since)
     }
 }
 
@@ -180,7 +240,7 @@ mod tests {
             .collect()
     }
 
-    fn unpack(compression: Compression, blocks: Vec<Bytes>) -> Vec<u8> {
+    fn unpack(compression: Compression, blocks: Vec<Bytes>, len: usize) -> Vec<u8> {
         let w = Window {
             target: "t".into(),
             seq: 1,
@@ -189,7 +249,8 @@ mod tests {
             info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
             truncation: None,
             trimmed_bytes: 0,
-            raw_len: 0,
+            raw_len: len as u64,
+            tail: None,
             stored: blocks,
             compression,
         };
@@ -214,7 +275,7 @@ mod tests {
                     assert!(stored < keep / 2, "compressed {stored} of {keep}");
                 }
                 assert_eq!(
-                    unpack(compression, blocks),
+                    unpack(compression, blocks, keep),
                     data[..keep],
                     "{compression:?} keep {keep}"
                 );
@@ -237,6 +298,7 @@ mod tests {
                 truncation: None,
                 trimmed_bytes: 0,
                 raw_len: data.len() as u64,
+                tail: None,
                 stored: b.finish(data.len()).await.expect("finish"),
                 compression: Compression::None,
             };
@@ -248,7 +310,7 @@ mod tests {
         next.push(&data[..BLOCK + 10]);
         assert_eq!(next.spare.len(), 1, "two blocks taken from the evicted window");
         let blocks = next.finish(BLOCK + 10).await.expect("finish");
-        assert_eq!(unpack(Compression::None, blocks), data[..BLOCK + 10]);
+        assert_eq!(unpack(Compression::None, blocks, BLOCK + 10), data[..BLOCK + 10]);
 
         // A snapshot still holding the window keeps its bytes intact.
         let held = evicted().await;
@@ -279,5 +341,45 @@ mod tests {
         assert!(stored > 0 && stored < BLOCK, "{stored}");
         let blocks = b.finish(data.len()).await.expect("finish");
         assert_eq!(blocks.iter().map(Bytes::len).sum::<usize>(), stored);
+    }
+
+    #[tokio::test]
+    async fn a_kept_tail_is_written_apart_from_the_trace_and_together_they_are_the_stream() {
+        let data = sample(2 * BLOCK + 999);
+        for compression in [Compression::Zstd, Compression::None] {
+            for cut in [16, BLOCK - 1, BLOCK, 2 * BLOCK + 500] {
+                let mut b = Builder::new(compression);
+                b.push(&data);
+                let now = SystemTime::now();
+                let w = Window {
+                    target: "t".into(),
+                    seq: 1,
+                    requested_at: now,
+                    received_at: now,
+                    info: gotrace::inspect(b"go 1.26 trace\0\0\0").expect("header"),
+                    truncation: Some(Truncation::Disconnected("reset".into())),
+                    trimmed_bytes: (data.len() - cut) as u64,
+                    raw_len: cut as u64,
+                    tail: Some(Tail {
+                        bytes: (data.len() - cut) as u64,
+                        generation: Some(3),
+                        end_ns: Some(2_000_000_000),
+                        since_start: Some(Duration::from_millis(1400)),
+                    }),
+                    stored: b.finish(data.len()).await.expect("finish"),
+                    compression,
+                };
+                let (mut trace, mut tail) = (Vec::new(), Vec::new());
+                w.write_split(&mut trace, &mut tail).expect("write");
+                assert_eq!(trace, data[..cut], "{compression:?} cut {cut}");
+                assert_eq!(tail, data[cut..], "{compression:?} cut {cut}");
+                let mut only = Vec::new();
+                w.write_trace(&mut only).expect("write");
+                assert_eq!(only, trace);
+                // No event in the trace part: the tail alone dates the last one.
+                assert_eq!(w.last_event_at(false), None);
+                assert_eq!(w.last_event_at(true), Some(now + Duration::from_millis(1400)));
+            }
+        }
     }
 }

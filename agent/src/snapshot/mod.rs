@@ -1,7 +1,9 @@
 //! Snapshot: turns a trigger into bundles: freeze the ring, keep recording for `post_trigger`, write atomically.
 //!
 //! Takes in: a [`Firing`] (from a trigger through its gate, the API, the
-//! CLI, Kubernetes) for one target or all. Hands on: a bundle written aside
+//! CLI, Kubernetes) for one target or all, and its [`Scope`]: a crash (or a
+//! departed target) is written up to its last window at once, with no
+//! post-trigger recording. Hands on: a bundle written aside
 //! with [`crate::bundle::BundleWriter`] and committed to the spool of
 //! [`crate::deliver`]; the snapshot is acknowledged only once committed.
 //! Owns: the frozen windows (`Arc` clones of the ring's, no copy) until they
@@ -21,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::bundle::{BundleMeta, BundleWriter, TargetInfo, Trigger};
+use crate::bundle::{BundleMeta, BundleWriter, Death, TargetInfo, Trigger};
 use crate::config::Config;
 
 use crate::collect::Fleet;
 use crate::deliver::spool::Spool;
 use crate::ring::window::Window;
-use crate::ring::Rings;
+use crate::ring::{Frozen, Rings};
 use crate::telemetry::{KindResult, Metrics};
 
 /// What fired a snapshot.
@@ -39,6 +41,7 @@ pub enum TriggerKind {
     Metric,
     Alertmanager,
     Grafana,
+    Crash,
 }
 
 impl TriggerKind {
@@ -49,6 +52,7 @@ impl TriggerKind {
             TriggerKind::Metric => "metric",
             TriggerKind::Alertmanager => "alertmanager",
             TriggerKind::Grafana => "grafana",
+            TriggerKind::Crash => "crash",
         }
     }
 }
@@ -74,6 +78,18 @@ impl Firing {
             post_trigger: None,
         }
     }
+}
+
+/// What a firing writes.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// The ring as frozen now and `post_trigger` more: every trigger but a
+    /// crash.
+    PostTrigger,
+    /// The ring's windows up to and including window `last_seq`, written at
+    /// once: the target is gone (dead, or no longer recorded), so nothing
+    /// newer belongs with what happened. `death` says how it died.
+    UpTo { last_seq: u64, death: Option<Death> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,13 +191,30 @@ impl Snapshots {
         target: Option<&str>,
         firing: Firing,
     ) -> Result<Vec<String>, SnapshotError> {
+        self.fire_scoped(target, firing, Scope::PostTrigger)
+    }
+
+    /// [`Snapshots::fire`], writing what `scope` says. A target that has
+    /// departed is always written as frozen: no window will come.
+    pub fn fire_scoped(
+        self: &Arc<Self>,
+        target: Option<&str>,
+        firing: Firing,
+        scope: Scope,
+    ) -> Result<Vec<String>, SnapshotError> {
         if self.closing.is_cancelled() {
             return Err(SnapshotError::ShuttingDown);
         }
         let names: Vec<String> = match target {
             Some(t) if self.fleet.get(t).is_some() => vec![t.to_string()],
             Some(t) => return Err(SnapshotError::UnknownTarget(t.to_string())),
-            None => self.fleet.names(),
+            // A departed target whose windows all aged out has nothing to give.
+            None => self
+                .fleet
+                .names()
+                .into_iter()
+                .filter(|n| !self.fleet.is_departed(n) || self.rings.status(n).is_some_and(|r| r.windows > 0))
+                .collect(),
         };
         let mut ids = Vec::with_capacity(names.len());
         let mut refused = None;
@@ -197,22 +230,38 @@ impl Snapshots {
             }) else {
                 continue;
             };
-            let Some((frozen, feed)) = self.rings.freeze(&name) else {
+            let Some((mut frozen, feed)) = self.rings.freeze(&name) else {
                 continue;
             };
+            let scope = match &scope {
+                Scope::PostTrigger if self.fleet.is_departed(&name) => Scope::UpTo {
+                    last_seq: u64::MAX,
+                    death: None,
+                },
+                s => s.clone(),
+            };
+            if let Scope::UpTo { last_seq, .. } = scope {
+                frozen.retain(|w| w.seq <= last_seq);
+            }
             let id = new_id(firing.fired_at, &name);
             // What the ring holds now; post_trigger adds a little more,
             // which the quota absorbs as a soft limit.
-            let estimate: u64 = frozen.iter().map(|w| w.raw_len).sum();
+            let estimate: u64 = frozen
+                .iter()
+                .map(|w| w.raw_len + w.tail.map_or(0, |t| t.bytes))
+                .sum();
             if let Err(r) = self.spool.admit(&id, estimate) {
                 events::snapshot_refused(&self.metrics, &name, firing.kind.as_str(), &r);
                 refused = Some(r);
                 continue;
             }
+            let after = match scope {
+                Scope::PostTrigger => crate::units::Secs(firing.post_trigger.unwrap_or(self.post_trigger)).to_string(),
+                Scope::UpTo { .. } => "nothing".into(),
+            };
             info!(
                 target = %name, id = %id, kind = firing.kind.as_str(), reason = %firing.reason,
-                windows = frozen.len(), "snapshot triggered; ring frozen, recording {} more",
-                crate::units::Secs(firing.post_trigger.unwrap_or(self.post_trigger))
+                windows = frozen.len(), "snapshot triggered; ring frozen, recording {after} more"
             );
             self.set_progress(Progress {
                 id: id.clone(),
@@ -228,7 +277,7 @@ impl Snapshots {
             let firing = firing.clone();
             let id2 = id.clone();
             self.tasks
-                .spawn(async move { this.make(id2, name, meta, firing, frozen, feed).await });
+                .spawn(async move { this.make(id2, name, meta, firing, (frozen, feed), scope).await });
             ids.push(id);
         }
         match refused {
@@ -300,10 +349,13 @@ impl Snapshots {
         target: String,
         meta: TargetMeta,
         firing: Firing,
-        frozen: Vec<Arc<Window>>,
-        mut feed: tokio::sync::broadcast::Receiver<Arc<Window>>,
+        (frozen, mut feed): Frozen,
+        scope: Scope,
     ) {
-        let post_trigger = firing.post_trigger.unwrap_or(self.post_trigger);
+        let (post_trigger, death, as_frozen) = match scope {
+            Scope::PostTrigger => (firing.post_trigger.unwrap_or(self.post_trigger), None, false),
+            Scope::UpTo { death, .. } => (Duration::ZERO, death, true),
+        };
         let until = firing.fired_at + post_trigger;
         // Enough for the window in flight to end, one more to start and end
         // after `until`, and slack for a slow target.
@@ -327,8 +379,9 @@ impl Snapshots {
         }
         let done =
             |last: Option<(u64, SystemTime)>| last.is_some_and(|(seq, at)| seq > last_frozen && at >= until);
-        let mut complete = false;
-        loop {
+        // Written as frozen: the target is gone, nothing newer will come.
+        let mut complete = as_frozen;
+        while !complete {
             if done(queue.last) {
                 complete = true;
                 break;
@@ -372,6 +425,7 @@ impl Snapshots {
             },
             post_trigger_seconds: post_trigger.as_secs_f64(),
             post_trigger_complete: complete,
+            death,
         };
         let written = match writer.await {
             Ok(Ok(w)) => {

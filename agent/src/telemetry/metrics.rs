@@ -145,6 +145,8 @@ pub struct Metrics {
     pub config_last_reload_success: FloatGauge,
     /// Triggers and webhooks.
     pub triggers: super::triggers::TriggerMetrics,
+    /// Deaths, cut streams and departed targets.
+    pub lifecycle: super::lifecycle::LifecycleMetrics,
     /// Snapshots refused because the spool is full of undelivered bundles.
     pub snapshots_refused: Family<KindReason, Counter>,
     pub spool_bytes: Gauge,
@@ -198,6 +200,7 @@ impl Metrics {
             config_reloads: Family::default(),
             config_last_reload_success: FloatGauge::default(),
             triggers: Default::default(),
+            lifecycle: Default::default(),
             snapshots_refused: Family::default(),
             spool_bytes: Gauge::default(),
             spool_bundles: Gauge::default(),
@@ -346,6 +349,7 @@ impl Metrics {
             m.config_last_reload_success.clone(),
         );
         m.triggers.register(&mut registry);
+        m.lifecycle.register(&mut registry);
         registry.register(
             "snapshots_refused",
             "Snapshots refused because the spool quota is taken by undelivered bundles",

@@ -4,11 +4,13 @@
 //! that logs AND counts, so logs and metrics never disagree) live in that
 //! stage's `events.rs` and count through the families defined here.
 
+mod lifecycle;
 mod metrics;
 mod process;
 pub mod systemd;
 mod triggers;
 
+pub use lifecycle::*;
 pub use metrics::*;
 pub use process::{max_fds, rusage, Freshness};
 pub use triggers::*;

@@ -97,7 +97,7 @@ impl TriggerMetrics {
         );
         registry.register(
             "triggers_suppressed",
-            "Automatic triggers that held but made no snapshot, by reason: cooldown, rate_limit, duplicate",
+            "Automatic triggers that held but made no snapshot, by reason: cooldown, rate_limit, duplicate; for crashes also off (targets[].crash = false) and shutting_down",
             self.suppressed.clone(),
         );
         registry.register(

@@ -204,3 +204,18 @@ impl ErrorLog {
         self.last_log = None;
     }
 }
+
+/// A death the crash trigger leaves alone: `reason` is `off` (the
+/// target's `crash` is false, or it is gone from the config) or
+/// `shutting_down`.
+pub fn crash_not_snapshotted(m: &Metrics, target: &str, reason: &str, why: &str) {
+    m.triggers
+        .suppressed
+        .get_or_create(&KindTargetReason {
+            kind: "crash".into(),
+            target: target.into(),
+            reason: reason.into(),
+        })
+        .inc();
+    info!(%target, kind = "crash", suppressed = reason, "no crash bundle: {why}");
+}

@@ -1,6 +1,6 @@
 //! The gate between automatic triggers and snapshots: per-target cooldown, a global rate limit, webhook dedupe.
 //!
-//! Every automatic trigger (latency, metric, webhooks) goes through
+//! Every automatic trigger (latency, metric, webhooks, crash) goes through
 //! [`Gate::fire`]; a person's snapshot (API, CLI) does not, and leaves no
 //! trace here either. Deciding and firing happen under one lock, so two
 //! webhooks arriving together cannot both slip through a cooldown.
@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::events::{self, Suppressed};
 use crate::config::Limits;
-use crate::snapshot::{Firing, SnapshotError, Snapshots};
+use crate::snapshot::{Firing, Scope, SnapshotError, Snapshots};
 use crate::telemetry::Metrics;
 
 /// Dedupe keys remembered at most; the oldest go first beyond this, so a
@@ -63,6 +63,17 @@ impl Gate {
     /// Snapshots `target` unless its cooldown or the global rate limit says
     /// no. `Err` only when no snapshot can be made at all (shutting down).
     pub fn fire(&self, target: &str, cooldown: Duration, firing: Firing) -> Result<Outcome, SnapshotError> {
+        self.fire_scoped(target, cooldown, firing, Scope::PostTrigger)
+    }
+
+    /// [`Gate::fire`], the bundle holding what `scope` says.
+    pub fn fire_scoped(
+        &self,
+        target: &str,
+        cooldown: Duration,
+        firing: Firing,
+        scope: Scope,
+    ) -> Result<Outcome, SnapshotError> {
         let kind = firing.kind.as_str();
         let reason = firing.reason.clone();
         let now = Instant::now();
@@ -74,7 +85,7 @@ impl Gate {
         }
         // Snapshots::fire only freezes a ring and spawns the writer: cheap
         // enough to hold the lock across, which makes decide-and-fire atomic.
-        let ids = self.snapshots.fire(Some(target), firing)?;
+        let ids = self.snapshots.fire_scoped(Some(target), firing, scope)?;
         state.record(now, target);
         drop(state);
         events::fired(&self.metrics, kind, target, &reason, &ids);

@@ -1,8 +1,8 @@
 //! Trigger: decides when to snapshot: latency probes, metric thresholds and alerts, all through one gate.
 //!
 //! Takes in: probe answers and scrapes (`latency`, `metric`: one task per
-//! `[[triggers]]` entry) and alert notifications (`webhook`, whose HTTP side
-//! is `api::webhooks`). Hands on: a [`crate::snapshot::Firing`] to
+//! `[[triggers]]` entry), alert notifications (`webhook`, whose HTTP side
+//! is `api::webhooks`) and the deaths the collectors see (`crash`). Hands on: a [`crate::snapshot::Firing`] to
 //! `Snapshots::fire`, through [`Gate`], which owns the per-target cooldowns,
 //! the global rate limit and the dedupe of alerts seen twice. `events` logs
 //! and counts what happens.
@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod crash;
 pub mod events;
 pub mod gate;
 pub mod latency;

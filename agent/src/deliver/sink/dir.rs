@@ -70,16 +70,16 @@ fn deliver_blocking(config: &DirConfig, bundle: &BundleRef) -> Result<Delivered,
             }
         })
     };
-    for w in &bundle.manifest.windows {
-        if w.file.contains('/') || w.file.starts_with('.') {
-            return Err(damaged(&w.file, "file name leaves the bundle".into()));
+    for f in bundle.manifest.files() {
+        if f.file.contains('/') || f.file.starts_with('.') {
+            return Err(damaged(f.file, "file name leaves the bundle".into()));
         }
-        let (bytes, sha) = copy(&w.file)?;
-        if sha != w.sha256 || bytes != w.bytes {
-            let _ = fs::remove_file(dest.join(&w.file));
+        let (bytes, sha) = copy(f.file)?;
+        if sha != f.sha256 || bytes != f.bytes {
+            let _ = fs::remove_file(dest.join(f.file));
             return Err(damaged(
-                &w.file,
-                format!("on disk sha256 {sha}, manifest says {}", w.sha256),
+                f.file,
+                format!("on disk sha256 {sha}, manifest says {}", f.sha256),
             ));
         }
         sent += bytes;

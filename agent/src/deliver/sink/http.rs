@@ -88,27 +88,27 @@ impl HttpSink {
         )));
         segments.push_back(Segment::Bytes(Bytes::from(manifest)));
         let mut window_bytes = 0u64;
-        for w in &bundle.manifest.windows {
-            if w.file.contains('/') || w.file.contains('"') || w.file.starts_with('.') {
+        for f in bundle.manifest.files() {
+            if f.file.contains('/') || f.file.contains('"') || f.file.starts_with('.') {
                 return Err(SinkError::Damaged {
                     id: bundle.id.clone(),
-                    why: format!("window file name {:?} cannot be sent", w.file),
+                    why: format!("{} file name {:?} cannot be sent", f.role.as_str(), f.file),
                 });
             }
             segments.push_back(Segment::Bytes(part_head(
                 &boundary,
-                "window",
-                &w.file,
+                f.role.as_str(),
+                f.file,
                 "application/octet-stream",
-                Some(&w.sha256),
+                Some(f.sha256),
             )));
             segments.push_back(Segment::File {
-                path: bundle.dir.join(&w.file),
-                name: w.file.clone(),
-                len: w.bytes,
-                sha256: w.sha256.clone(),
+                path: bundle.dir.join(f.file),
+                name: f.file.to_string(),
+                len: f.bytes,
+                sha256: f.sha256.to_string(),
             });
-            window_bytes += w.bytes;
+            window_bytes += f.bytes;
         }
         segments.push_back(Segment::Bytes(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
         let length: u64 = segments.iter().map(Segment::len).sum();

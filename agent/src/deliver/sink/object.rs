@@ -1,4 +1,4 @@
-//! Delivers a bundle to any `object_store` backend: windows first, manifests last, big files as multipart streams.
+//! Delivers a bundle to any `object_store` backend: windows (and their tails) first, manifests last, big files as multipart streams.
 //!
 //! Layout: `{prefix}/{target}/{YYYY-MM-DD}/{id}/{file}`, the date being the
 //! trigger's UTC day (from the id, so a retry uses the same keys). Windows
@@ -160,18 +160,18 @@ impl ObjectSink {
         let base = bundle_key(&self.prefix, bundle);
         let key = |file: &str| ObjectPath::from(format!("{base}/{file}"));
         let mut sent = 0u64;
-        for w in &bundle.manifest.windows {
-            if w.file.contains('/') || w.file.starts_with('.') {
+        for f in bundle.manifest.files() {
+            if f.file.contains('/') || f.file.starts_with('.') {
                 return Err(SinkError::Damaged {
                     id: bundle.id.clone(),
-                    why: format!("window file name {:?} leaves the bundle", w.file),
+                    why: format!("{} file name {:?} leaves the bundle", f.role.as_str(), f.file),
                 });
             }
             sent += self
-                .put_window(bundle, &w.file, &w.sha256, w.bytes, key(&w.file))
+                .put_window(bundle, f.file, f.sha256, f.bytes, key(f.file))
                 .await?;
         }
-        // Last: their presence means every window above is in place.
+        // Last: their presence means every file above is in place.
         sent += self.put_small(bundle, MANIFEST_PB, key(MANIFEST_PB)).await?;
         sent += self.put_small(bundle, MANIFEST_JSON, key(MANIFEST_JSON)).await?;
         Ok(Delivered {
