@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::alerting::Service;
-use common::kube::{random_hex, ControlPlane, Pod};
+use common::kube::{random_hex, ControlPlane, Pod, Terminated};
 use common::*;
 use serde_json::{json, Value};
 
@@ -694,4 +694,106 @@ fn a_missing_rbac_verb_or_a_bad_selector_is_said_clearly_not_a_silent_nothing() 
     let message = fs["status"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("spec.selector"), "{message}");
     assert!(node.bundles().is_empty());
+}
+
+/// Waits until the agent is 0.3–0.7 s into a window of `target`, so a death
+/// now cuts the stream in the middle of a window.
+fn wait_mid_window(node: &Node, target: &str) {
+    wait_for(
+        &format!("the middle of a window of {target}"),
+        Duration::from_secs(30),
+        || {
+            let t = node.agent.target(target);
+            let at = humantime::parse_rfc3339(t["last_window_at"].as_str()?).ok()?;
+            let into = std::time::SystemTime::now().duration_since(at).ok()?;
+            (0.3..0.7).contains(&into.as_secs_f64()).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_crashed_container_s_status_is_in_its_crash_bundle_and_a_deleted_pod_is_no_crash() {
+    let cp = ControlPlane::start();
+    let api_token = install_daemonset(&cp);
+    cp.create_namespace("shop");
+    let node = Node::start(&cp, "node-a", &cp.token("flightrec", "flightrec"), &api_token);
+    let (checkout, mut checkout_svc) =
+        recorded_pod(&cp, "shop", "checkout-1", "node-a", "checkout", "127.0.0.61");
+    let (_payments, mut payments_svc) =
+        recorded_pod(&cp, "shop", "payments-1", "node-a", "payments", "127.0.0.62");
+    node.wait_recording("shop.checkout-1");
+    node.wait_recording("shop.payments-1");
+    wait_for("two windows of each", Duration::from_secs(30), || {
+        (node.agent.windows_kept("shop.checkout-1") >= 2 && node.agent.windows_kept("shop.payments-1") >= 2)
+            .then_some(())
+    });
+
+    // The OOM killer takes the container; the kubelet restarts it and says so.
+    wait_mid_window(&node, "shop.checkout-1");
+    let died = std::time::SystemTime::now();
+    checkout_svc.proc.kill();
+    cp.pod_restarted(
+        &checkout,
+        1,
+        &Terminated {
+            reason: "OOMKilled".into(),
+            exit_code: 137,
+            started_at: died - Duration::from_secs(60),
+            finished_at: died,
+        },
+    );
+    let (id, manifest) = wait_for("the crash bundle", Duration::from_secs(40), || {
+        node.bundles()
+            .into_iter()
+            .find(|(_, m)| m["trigger"]["kind"] == "crash")
+    });
+    assert_bundle_valid(&node.spool().join(&id));
+    eprintln!("crash details: {}", manifest["trigger"]["details"]);
+    assert_eq!(manifest["target"]["name"], "shop.checkout-1");
+    let k = &manifest["trigger"]["details"]["kubernetes"];
+    assert_eq!(k["reason"], "OOMKilled", "{k}");
+    assert_eq!(k["exit_code"], 137);
+    assert_eq!(k["restart_count"], 1);
+    assert_eq!(k["container"], "app");
+    assert_eq!(k["pod"], "checkout-1");
+    assert!(k["finished_at"].as_str().is_some_and(|t| !t.is_empty()), "{k}");
+    // No kubelet serves logs here: the bundle says why it holds none,
+    // rather than nothing.
+    let log_error = k["log_error"].as_str().unwrap_or_default();
+    assert!(log_error.contains("reading the log of checkout-1"), "{k}");
+    assert!(manifest["ending"]["log"].is_null(), "{}", manifest["ending"]);
+    assert_eq!(manifest["ending"]["how"], "crash");
+
+    // A pod deleted on purpose stops being recorded as soon as its
+    // deletionTimestamp arrives, before the kubelet stops its containers;
+    // its service dying then is no crash. (Had the stream been cut first,
+    // the crash trigger would have found the pod being deleted and said
+    // "no crash bundle: pod ... is being deleted".)
+    let crashes = |node: &Node| {
+        node.bundles()
+            .values()
+            .filter(|m| m["trigger"]["kind"] == "crash")
+            .count()
+    };
+    let crashes_before = crashes(&node);
+    cp.delete_pod("shop", "payments-1");
+    wait_for("the pod being deleted to depart", Duration::from_secs(10), || {
+        (node.agent.target("shop.payments-1")["state"] == "departed").then_some(())
+    });
+    payments_svc.proc.kill();
+    cp.remove_pod("shop", "payments-1");
+
+    // Its ring stays and can still be snapshotted.
+    let (status, v) = node.agent.post(
+        "/v1/snapshots",
+        r#"{"target": "shop.payments-1", "reason": "after it went"}"#,
+        Some(&api_token),
+    );
+    assert_eq!(status, 202, "{v}");
+    let dir = node
+        .agent
+        .wait_snapshot(v["id"].as_str().expect("id"), Duration::from_secs(30));
+    assert_eq!(crashes(&node), crashes_before, "a deleted pod's end is no crash");
+    let m = assert_bundle_valid(&dir);
+    assert_eq!(m["target"]["name"], "shop.payments-1");
 }

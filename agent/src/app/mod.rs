@@ -229,6 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
             config.crash.cooldown,
             gate.clone(),
             fleet.clone(),
+            kubernetes.as_ref().and_then(|k| k.crash_context.clone()),
             closing.clone(),
         ))
     });

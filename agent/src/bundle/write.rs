@@ -9,8 +9,8 @@ use flightrec_proto::Message;
 use sha2::{Digest, Sha256};
 
 use super::{
-    BundleError, CoverageInfo, Ending, Manifest, TailEntry, TargetInfo, Trigger, WindowEntry, MANIFEST_JSON,
-    MANIFEST_PB,
+    BundleError, CoverageInfo, Ending, FileEntry, Manifest, TailEntry, TargetInfo, Trigger, WindowEntry,
+    MANIFEST_JSON, MANIFEST_PB,
 };
 use crate::ring::coverage;
 use crate::ring::window::{Span, Window};
@@ -35,7 +35,13 @@ pub struct Death {
     pub seen: String,
     /// When the stream was cut (agent clock).
     pub at: SystemTime,
+    /// The end of the target's own log, when its platform keeps one (a
+    /// crashed container's previous log on Kubernetes).
+    pub log: Option<bytes::Bytes>,
 }
+
+/// The file a target's log is kept in.
+pub const LOG_FILE: &str = "target.log";
 
 /// Assembles one bundle in `tmp`: window files as their windows come (a
 /// snapshot writes the frozen ring while it still records post-trigger
@@ -180,7 +186,7 @@ impl BundleWriter {
             max_gap_seconds: c.max_gap.as_secs_f64(),
             clock: if c.target_clock { "target" } else { "agent" }.into(),
         });
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             id: meta.id.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             agent_host: host_name(),
@@ -191,22 +197,35 @@ impl BundleWriter {
             post_trigger_complete: meta.post_trigger_complete,
             coverage: cov,
             windows: std::mem::take(&mut self.entries),
-            ending: meta.death.as_ref().map(|d| {
-                let before = |event: Option<SystemTime>| {
-                    event
-                        .and_then(|e| d.at.duration_since(e).ok())
-                        .map(|b| b.as_secs_f64())
-                };
-                Ending {
-                    how: "crash".into(),
-                    seen: d.seen.clone(),
-                    at: rfc3339(d.at),
-                    blind_spot_seconds: before(self.last_event),
-                    tail_blind_spot_seconds: before(self.last_tail_event),
-                    log: None,
-                }
-            }),
+            ending: None,
         };
+        if let Some(d) = &meta.death {
+            let log = match &d.log {
+                Some(text) => {
+                    let (bytes, sha256) = write_synced(&self.tmp.join(LOG_FILE), |out| out.write_all(text))
+                        .map_err(|e| self.fail(e))?;
+                    Some(FileEntry {
+                        file: LOG_FILE.into(),
+                        bytes,
+                        sha256,
+                    })
+                }
+                None => None,
+            };
+            let before = |event: Option<SystemTime>| {
+                event
+                    .and_then(|e| d.at.duration_since(e).ok())
+                    .map(|b| b.as_secs_f64())
+            };
+            manifest.ending = Some(Ending {
+                how: "crash".into(),
+                seen: d.seen.clone(),
+                at: rfc3339(d.at),
+                blind_spot_seconds: before(self.last_event),
+                tail_blind_spot_seconds: before(self.last_tail_event),
+                log,
+            });
+        }
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| self.fail(io::Error::other(e)))?;
         write_synced(&self.tmp.join(MANIFEST_JSON), |out| out.write_all(&json)).map_err(|e| self.fail(e))?;
         let pb = manifest.to_proto().encode_to_vec();

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -27,10 +27,16 @@ use crate::config::{KubernetesConfig, Target};
 use crate::telemetry::Metrics;
 use crate::units::unix_seconds;
 
+/// How long a pod that went is still known, so that the death of a pod
+/// deleted a moment ago is still told from a crash.
+const GONE_FOR: Duration = Duration::from_secs(300);
+
 /// The pods of this node, as the last list and watch events left them.
 #[derive(Default)]
 pub struct LocalPods {
     pods: RwLock<BTreeMap<(String, String), Pod>>,
+    /// Pods that went, as they last were, and when.
+    gone: RwLock<BTreeMap<(String, String), (Pod, Instant)>>,
     /// Set once the first list is in: before it, "no such pod" means nothing.
     synced: watch::Sender<bool>,
 }
@@ -53,6 +59,19 @@ impl LocalPods {
             .collect()
     }
 
+    /// The pod that is (or was, a moment ago) the target named `target`.
+    pub fn by_target(&self, target: &str) -> Option<Pod> {
+        let named = |p: &Pod| pods::target_name(pods::namespace(p), pods::name(p)) == target;
+        if let Some(p) = self.pods.read().values().find(|p| named(p)) {
+            return Some(p.clone());
+        }
+        self.gone
+            .read()
+            .values()
+            .find(|(p, at)| at.elapsed() < GONE_FOR && named(p))
+            .map(|(p, _)| p.clone())
+    }
+
     /// Waits until the first list of this node's pods is in.
     pub async fn synced(&self) {
         let mut rx = self.synced.subscribe();
@@ -60,7 +79,11 @@ impl LocalPods {
     }
 
     fn replace(&self, all: BTreeMap<(String, String), Pod>) {
-        *self.pods.write() = all;
+        let before = std::mem::replace(&mut *self.pods.write(), all);
+        let now = self.pods.read().keys().cloned().collect::<BTreeSet<_>>();
+        for (k, p) in before.into_iter().filter(|(k, _)| !now.contains(k)) {
+            self.went(k, p);
+        }
         self.synced.send_replace(true);
     }
 
@@ -69,7 +92,15 @@ impl LocalPods {
     }
 
     fn delete(&self, p: &Pod) {
-        self.pods.write().remove(&key(p));
+        let k = key(p);
+        self.pods.write().remove(&k);
+        self.went(k, p.clone());
+    }
+
+    fn went(&self, k: (String, String), p: Pod) {
+        let mut gone = self.gone.write();
+        gone.retain(|_, (_, at)| at.elapsed() < GONE_FOR);
+        gone.insert(k, (p, Instant::now()));
     }
 
     fn targets(&self, cfg: &KubernetesConfig) -> (Vec<Target>, Vec<String>) {

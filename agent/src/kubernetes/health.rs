@@ -144,7 +144,9 @@ fn describe_status(what: &str, s: &kube::core::Status) -> (&'static str, String)
             let hint = match s.code {
                 401 => " (the service account token is not accepted: is kubernetes.token_file the pod's projected token?)",
                 403 => " (the ClusterRole lacks a verb: apply deploy/kubernetes/daemonset/rbac.yaml)",
-                404 => " (is the FlightSnapshot CRD installed? kubectl apply -k deploy/kubernetes/daemonset)",
+                404 if what.contains("FlightSnapshot") => {
+                    " (is the FlightSnapshot CRD installed? kubectl apply -k deploy/kubernetes/daemonset)"
+                }
                 _ => "",
             };
             let reason = match s.code {

@@ -2,7 +2,8 @@
 //!
 //! Takes in: the pods of this node (a watch: [`discovery`]), FlightSnapshots
 //! of the whole cluster (a watch: [`controller`]), and the alerts this agent
-//! receives that name a pod or a workload ([`alerts`]). Hands on: targets,
+//! receives that name a pod or a workload ([`alerts`]), and what a pod's
+//! status says of a recorded pod's death ([`crashes`]). Hands on: targets,
 //! published on a watch channel that [`crate::app`] merges with the
 //! configured ones; snapshot requests, exactly those the HTTP API makes
 //! (through [`crate::trigger::Gate`] when an alert asked). Owns: the client
@@ -13,6 +14,7 @@
 pub mod alerts;
 pub mod client;
 pub mod controller;
+pub mod crashes;
 pub mod discovery;
 pub mod health;
 pub mod pods;
@@ -32,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{KubernetesConfig, Target};
 use crate::snapshot::Snapshots;
 use crate::telemetry::Metrics;
+use crate::trigger::crash::CrashContext;
 use crate::trigger::webhook::AlertRouter;
 use crate::trigger::Gate;
 
@@ -41,6 +44,8 @@ pub struct Running {
     pub health: Arc<Health>,
     /// Takes the alerts that name pods (with `kubernetes.route_alerts`).
     pub router: Option<Arc<dyn AlertRouter>>,
+    /// Says what the pod's status tells of a recorded pod's death.
+    pub crash_context: Option<Arc<dyn CrashContext>>,
     tasks: TaskTracker,
 }
 
@@ -83,6 +88,8 @@ pub fn start(
         health.clone(),
         stop.clone(),
     ));
+    let crash_context: Option<Arc<dyn CrashContext>> =
+        Some(Arc::new(crashes::PodDeaths::new(local.clone(), client.clone())));
     if cfg.flightsnapshots {
         let controller = controller::Controller::new(
             cfg.clone(),
@@ -102,6 +109,7 @@ pub fn start(
     Ok(Running {
         health,
         router,
+        crash_context,
         tasks,
     })
 }
