@@ -136,16 +136,10 @@ impl Webhooks {
                 events::alert_unmatched(&self.metrics, source.as_str(), alert.name(), &alert.labels);
                 continue;
             }
-            // The same alert of the same group, firing since the same moment:
-            // a resend, or the second of an HA pair.
-            let key = format!(
-                "{}\u{0}{}\u{0}{}\u{0}{}",
-                source.as_str(),
-                n.group_key,
-                alert.fingerprint(),
-                alert.starts_at
-            );
-            if !self.gate.first_delivery(&key) {
+            // The same alert firing since the same moment: a resend, the
+            // second of an HA pair, the same alert in another group, or one
+            // read from Alertmanager's API.
+            if !self.gate.first_delivery(&alert.dedupe_key(source)) {
                 duplicates += 1;
                 for t in &targets {
                     events::suppressed(
