@@ -1,8 +1,8 @@
 //! Config: turns TOML and `FLIGHTREC_*` environment overrides into typed, validated settings.
 //!
 //! A leaf: every stage imports its own section from here (`targets`,
-//! `sections`, `triggers`, `sinks`, `kubernetes`), and this module imports no
-//! stage.
+//! `sections`, `triggers`, `sinks`, `kubernetes`, `alertmanager`), and this
+//! module imports no stage.
 //!
 //! Loading happens once: the `config` crate merges the file and the overrides,
 //! then one pass reads every key into typed structs and collects every problem
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+mod alertmanager;
 mod kubernetes;
 mod sections;
 mod sinks;
@@ -24,6 +25,7 @@ mod targets;
 mod triggers;
 
 pub use crate::secret::Secret;
+pub use alertmanager::AlertmanagerConfig;
 pub use kubernetes::KubernetesConfig;
 pub use sections::{
     Log, LogFormat, Ring, Server, Snapshots, Tls, DEFAULT_SPOOL_MAX_BUNDLES, DEFAULT_SPOOL_MAX_BYTES,
@@ -82,6 +84,8 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// `[kubernetes]`: pods on this node that become targets.
     pub kubernetes: KubernetesConfig,
+    /// `[alertmanager]`: the Alertmanager APIs followed for alerts.
+    pub alertmanager: AlertmanagerConfig,
 }
 
 /// One problem in the config, with the key it concerns.
@@ -277,6 +281,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
     };
     let triggers = triggers::read(&mut root, &targets, problems);
     let sinks = sinks::read_all(root.tables("sinks", problems), problems);
+    let alertmanager = alertmanager::read(&mut root, problems);
     root.finish(problems);
 
     targets::check_targets(&targets, &ring, problems);
@@ -290,6 +295,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         triggers,
         sinks,
         kubernetes,
+        alertmanager,
     }
 }
 
