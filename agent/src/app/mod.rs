@@ -30,7 +30,7 @@ use crate::deliver::spool::{Quota, Spool, SpoolError};
 use crate::ring::Rings;
 use crate::snapshot::Snapshots;
 use crate::telemetry::Metrics;
-use crate::trigger::{self, webhook::WebhookError, Gate, Triggers};
+use crate::trigger::{self, alertmanager::Follower, webhook::WebhookError, Gate, Triggers};
 
 /// How long SIGTERM waits for snapshots still recording their post-trigger
 /// part before cutting them short.
@@ -208,6 +208,14 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         .set(crate::units::unix_seconds(SystemTime::now()));
     // Triggers stop as soon as shutdown begins: no new snapshot can start then.
     let triggers = Triggers::start(&config.triggers.triggers, &gate, &closing, &extra_roots);
+    let follower = Follower::start(
+        &config.alertmanager,
+        webhooks.targets(),
+        config.triggers.limits.cooldown,
+        &gate,
+        &closing,
+        &extra_roots,
+    );
 
     let delivering = CancellationToken::new();
     let deliveries = TaskTracker::new();
@@ -279,6 +287,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         let reloader = Reload {
             fleet: &fleet,
             triggers: &triggers,
+            follower: &follower,
             webhooks: &state.webhooks,
             metrics: &metrics,
         };
@@ -306,6 +315,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     closing.cancel();
     if !triggers.wait(Duration::from_secs(5)).await {
         warn!("triggers did not stop within 5s");
+    }
+    if !follower.wait(Duration::from_secs(5)).await {
+        warn!("the Alertmanager follower did not stop within 5s");
     }
     if let Some(d) = discovery {
         let _ = d.await;

@@ -1,8 +1,9 @@
 //! Trigger: decides when to snapshot: latency probes, metric thresholds and alerts, all through one gate.
 //!
 //! Takes in: probe answers and scrapes (`latency`, `metric`: one task per
-//! `[[triggers]]` entry) and alert notifications (`webhook`, whose HTTP side
-//! is `api::webhooks`). Hands on: a [`crate::snapshot::Firing`] to
+//! `[[triggers]]` entry), alert notifications (`webhook`, whose HTTP side
+//! is `api::webhooks`) and the alerts of Alertmanager's API (`alertmanager`,
+//! one task per Alertmanager followed). Hands on: a [`crate::snapshot::Firing`] to
 //! `Snapshots::fire`, through [`Gate`], which owns the per-target cooldowns,
 //! the global rate limit and the dedupe of alerts seen twice. `events` logs
 //! and counts what happens.
@@ -14,6 +15,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod alertmanager;
 pub mod events;
 pub mod gate;
 pub mod latency;
