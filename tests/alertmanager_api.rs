@@ -567,6 +567,23 @@ fn an_ha_partner_down_or_broken_changes_nothing_and_each_change_is_counted_once(
         "not_json, schema, status, too_large, timeout"
     );
     assert_eq!(log_count(&agent, "Alertmanager answers again", &broken.url()), 1);
+    // Each line says what was wrong, and what to do about it.
+    let said = |text: &str| {
+        agent
+            .logs()
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.contains(text)))
+    };
+    for text in [
+        "the answer is not JSON (Content-Type \"text/html\", starting \"<!doctype html>",
+        "the answer is not the alerts of Alertmanager's API v2: expected a JSON array of alerts",
+        "answered HTTP 503: overloaded",
+        "the answer is larger than 64.0 KiB (alertmanager.max_bytes)",
+        "no whole answer within 1s (alertmanager.timeout)",
+        "cannot connect: ",
+    ] {
+        assert!(said(text), "no log line says {text:?}");
+    }
     for reason in ["connect", "credentials", "body", "request"] {
         assert_eq!(errors(&broken.url(), reason), 0.0, "{reason}");
     }

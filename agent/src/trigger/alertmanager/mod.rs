@@ -166,7 +166,7 @@ async fn follow(
         }
         let started = Instant::now();
         let answer = tokio::select! {
-            a = member.poll(&client, cfg.max_bytes) => a,
+            a = member.poll(&client, &cfg) => a,
             _ = stop.cancelled() => break,
         };
         let took = started.elapsed();

@@ -7,6 +7,7 @@
 //! `max_bytes` and within `timeout`, or not at all.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use url::Url;
@@ -14,7 +15,7 @@ use url::Url;
 use crate::config::{redact_url, AlertmanagerConfig, Secret};
 use crate::trigger::latency::source_chain;
 use crate::trigger::webhook::{Alert, Labels, Status};
-use crate::units::Bytes;
+use crate::units::{Bytes, Secs};
 
 /// Why a poll gave no alerts. Messages name no secret.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +28,8 @@ pub enum PollError {
     },
     #[error("cannot connect: {0}")]
     Connect(String),
-    #[error("no whole answer within {0} (alertmanager.timeout)")]
-    Timeout(String),
+    #[error("no whole answer within {} (alertmanager.timeout)", Secs(*.0))]
+    Timeout(Duration),
     #[error("answered HTTP {status}: {body}")]
     Status { status: u16, body: String },
     #[error("the answer is larger than {} (alertmanager.max_bytes); narrow it with alertmanager.filter, or raise max_bytes", Bytes(*.0))]
@@ -167,9 +168,15 @@ impl Member {
         }
     }
 
-    /// Asks for the alerts and reads the whole answer, at most `max_bytes`.
-    /// The client's timeout bounds the whole of it, body included.
-    pub async fn poll(&self, client: &reqwest::Client, max_bytes: u64) -> Result<Vec<Alert>, PollError> {
+    /// Asks for the alerts and reads the whole answer, at most
+    /// `cfg.max_bytes`. The client's timeout (`cfg.timeout`) bounds the whole
+    /// of it, body included.
+    pub async fn poll(
+        &self,
+        client: &reqwest::Client,
+        cfg: &AlertmanagerConfig,
+    ) -> Result<Vec<Alert>, PollError> {
+        let max_bytes = cfg.max_bytes;
         let mut req = client
             .get(self.alerts_url.clone())
             .header(reqwest::header::ACCEPT, "application/json");
@@ -181,7 +188,7 @@ impl Member {
         let mut resp = req.send().await.map_err(|e| {
             let e = e.without_url();
             if e.is_timeout() {
-                PollError::Timeout(source_chain(&e))
+                PollError::Timeout(cfg.timeout)
             } else if e.is_connect() {
                 PollError::Connect(source_chain(&e))
             } else {
@@ -210,7 +217,7 @@ impl Member {
                     body.extend_from_slice(&c);
                 }
                 Ok(None) => break,
-                Err(e) if e.is_timeout() => return Err(PollError::Timeout(source_chain(&e.without_url()))),
+                Err(e) if e.is_timeout() => return Err(PollError::Timeout(cfg.timeout)),
                 Err(e) => return Err(PollError::Body(source_chain(&e.without_url()))),
             }
         }
