@@ -36,7 +36,7 @@ pub mod defaults {
     pub const INTERVAL: Duration = Duration::from_secs(5);
     pub const TIMEOUT: Duration = Duration::from_secs(10);
     pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-    /// About 15 000 alerts of Alertmanager's answer.
+    /// About 20 000 alerts of Alertmanager's answer (0.74 KiB each with three annotations, measured).
     pub const MAX_BYTES: u64 = 16 << 20;
 }
 
