@@ -1,8 +1,9 @@
 //! The Alertmanager follower: agents on several hosts read Debian's real
 //! Alertmanager 0.25 through its API (`GET /api/v2/alerts`) and each
-//! captures the alerts about its own targets, once, through silences, a
-//! webhook delivering the same alert, a restart of Alertmanager, and an HA
-//! partner that is down or answers garbage.
+//! captures the alerts about its own targets, once, through an HA pair both
+//! holding the alert, silences, a webhook delivering the same alert, a
+//! restart of Alertmanager, and an HA partner that is down or answers
+//! garbage.
 
 mod common;
 
@@ -110,47 +111,50 @@ receivers:
 }
 
 #[test]
-fn two_hosts_each_capture_only_their_own_alert_once_through_silences_a_webhook_and_a_restart() {
+fn two_hosts_each_capture_only_their_own_alert_once_through_an_ha_pair_silences_a_webhook_and_a_restart() {
     let begun = Instant::now();
     let fx_a = GoService::start("fixture", &["-pairs", "1", "-rate", "100"]);
     let fx_b = GoService::start("fixture", &["-pairs", "1", "-rate", "100"]);
     let inst_b = host_port(&fx_b.url).to_string();
     // B's API port is chosen first, so Alertmanager can name its webhook.
     let b_listen = format!("127.0.0.1:{}", closed_port());
-    let mut am = Service::alertmanager(&am_config(&format!("http://{b_listen}/v1/webhooks/alertmanager")));
+    // An HA pair as Prometheus sees one: both members get every alert and
+    // notify the same receiver (gossip is off here, so silences stay on the
+    // member they are made on).
+    let b_webhook = format!("http://{b_listen}/v1/webhooks/alertmanager");
+    let mut am = Service::alertmanager(&am_config(&b_webhook));
+    let am2 = Service::alertmanager(&am_config(&b_webhook));
+    let pair = [am.url.clone(), am2.url.clone()];
     let filter = "filter = ['severity=~\"page|ticket\"']";
-    let a = Agent::start(&agent_config(
-        "host-a",
-        &fx_a.url,
-        std::slice::from_ref(&am.url),
-        "127.0.0.1:0",
-        filter,
-    ));
-    let b = Agent::start(&agent_config(
-        "host-b",
-        &fx_b.url,
-        std::slice::from_ref(&am.url),
-        &b_listen,
-        filter,
-    ));
+    let a = Agent::start(&agent_config("host-a", &fx_a.url, &pair, "127.0.0.1:0", filter));
+    let b = Agent::start(&agent_config("host-b", &fx_b.url, &pair, &b_listen, filter));
     for (agent, target) in [(&a, "host-a"), (&b, "host-b")] {
-        wait_for("windows and a first poll", Duration::from_secs(30), || {
-            (agent.windows_kept(target) >= 2 && metric(agent, "flightrec_alertmanager_up", &am.url) == 1.0)
+        wait_for(
+            "windows and a first poll of each",
+            Duration::from_secs(30),
+            || {
+                (agent.windows_kept(target) >= 2
+                    && pair
+                        .iter()
+                        .all(|u| metric(agent, "flightrec_alertmanager_up", u) == 1.0))
                 .then_some(())
-        });
+            },
+        );
     }
 
     // An alert about host B, kept firing as Prometheus keeps a rule firing;
     // one about B below the filter's severities.
     let reposter = Reposter::start(Duration::from_secs(1));
     let starts_at = rfc3339(SystemTime::now());
-    reposter.add(
-        &am.url,
-        json!([
-            alert("HostBSlow", &inst_b, "page", &starts_at),
-            alert("HostBChatty", &inst_b, "info", &starts_at)
-        ]),
-    );
+    for url in &pair {
+        reposter.add(
+            url,
+            json!([
+                alert("HostBSlow", &inst_b, "page", &starts_at),
+                alert("HostBChatty", &inst_b, "info", &starts_at)
+            ]),
+        );
+    }
     let (dir, _) = wait_for("host B's capture", Duration::from_secs(20), || {
         api_bundles(&b).into_iter().next()
     });
@@ -175,7 +179,7 @@ fn two_hosts_each_capture_only_their_own_alert_once_through_silences_a_webhook_a
     // Whichever way came first, the details are the webhook's with where
     // the alert came from.
     match d["source"].as_str() {
-        Some("api") => assert_eq!(d["alertmanager"], label(&am.url)),
+        Some("api") => assert!(pair.iter().any(|u| d["alertmanager"] == label(u)), "{d}"),
         Some("webhook") => assert_eq!(d["receiver"], "host-b"),
         other => panic!("source {other:?}: {d}"),
     }
@@ -209,8 +213,9 @@ fn two_hosts_each_capture_only_their_own_alert_once_through_silences_a_webhook_a
         },
     );
 
-    // Firing for 30 s, resent by the webhook every 5 s, polled by both
-    // agents twice a second: B has its one capture, A none.
+    // Firing for 30 s, returned by both members of the pair, resent by both
+    // to the webhook every 5 s, polled by both agents twice a second: B has
+    // its one capture, A none.
     let only_one = |when: &str| {
         let (got_a, got_b) = (api_bundles(&a), api_bundles(&b));
         assert!(got_a.is_empty(), "{when}: host A captured {got_a:?}");
@@ -231,11 +236,15 @@ fn two_hosts_each_capture_only_their_own_alert_once_through_silences_a_webhook_a
             .unwrap_or_default()
             .as_secs_f64();
         assert!(now - polled < 5.0, "polled {:.1}s ago", now - polled);
-        // Through the filter, the silence: HostBSlow alone.
-        assert_eq!(metric(agent, "flightrec_alertmanager_alerts", &am.url), 1.0);
+        // Through the filter and the silence: HostBSlow alone, from each.
+        for u in &pair {
+            assert_eq!(metric(agent, "flightrec_alertmanager_alerts", u), 1.0, "{u}");
+        }
     }
-    assert_eq!(metric(&a, "flightrec_alertmanager_matching_alerts", &am.url), 0.0);
-    assert_eq!(metric(&b, "flightrec_alertmanager_matching_alerts", &am.url), 1.0);
+    for u in &pair {
+        assert_eq!(metric(&a, "flightrec_alertmanager_matching_alerts", u), 0.0);
+        assert_eq!(metric(&b, "flightrec_alertmanager_matching_alerts", u), 1.0);
+    }
     assert!(
         b.metric(
             "flightrec_webhook_alerts_total",
@@ -246,9 +255,10 @@ fn two_hosts_each_capture_only_their_own_alert_once_through_silences_a_webhook_a
         "the webhook delivered the alert too, and resent it"
     );
 
-    // Alertmanager stops (its silences saved) and comes back on the same
+    // One member stops (its silences saved) and comes back on the same
     // port: the agents notice, then resume, and the alert, posted again
-    // with the same startsAt, is not captured again.
+    // with the same startsAt, is not captured again. The other member
+    // returned it all along.
     am.stop();
     for agent in [&a, &b] {
         wait_for(
@@ -308,15 +318,21 @@ fn two_hosts_each_capture_only_their_own_alert_once_through_silences_a_webhook_a
     drop(reposter);
     let mut resolved = alert("HostBSlow", &inst_b, "page", &starts_at);
     resolved["endsAt"] = json!(rfc3339(SystemTime::now()));
-    post_alerts(&am.url, &json!([resolved]));
-    wait_for("Alertmanager to resolve it", Duration::from_secs(10), || {
-        (!get_alerts(&am.url, "")
-            .iter()
-            .any(|x| x["labels"]["alertname"] == "HostBSlow"))
+    for u in &pair {
+        post_alerts(u, &json!([resolved]));
+    }
+    wait_for("the pair to resolve it", Duration::from_secs(10), || {
+        (!pair.iter().any(|u| {
+            get_alerts(u, "")
+                .iter()
+                .any(|x| x["labels"]["alertname"] == "HostBSlow")
+        }))
         .then_some(())
     });
     let again = rfc3339(SystemTime::now());
-    post_alerts(&am.url, &json!([alert("HostBSlow", &inst_b, "page", &again)]));
+    for u in &pair {
+        post_alerts(u, &json!([alert("HostBSlow", &inst_b, "page", &again)]));
+    }
     let second = wait_for(
         "the capture of the second firing",
         Duration::from_secs(20),

@@ -301,6 +301,19 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.basic_auth_password.as_ref().map(Secret::expose), Some("pa55"));
+        let c = load(
+            "",
+            &[
+                ("FLIGHTREC_ALERTMANAGER__URLS", "http://a:9093"),
+                ("FLIGHTREC_ALERTMANAGER__BASIC_AUTH_USER", "flightrec"),
+                ("FLIGHTREC_ALERTMANAGER__BASIC_AUTH_PASSWORD_FILE", &token),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.basic_auth_password_file.as_deref(),
+            Some(std::path::Path::new(&token))
+        );
     }
 
     #[test]
