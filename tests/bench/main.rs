@@ -6,9 +6,10 @@
 //!
 //! Run through `tests/bench/run.sh [--quick] [SECTION...]`; ignored by
 //! `cargo test`. Writes `target/bench/results.json` and `report.md`.
-//! Sections: coverage, cost, overhead, scale, trigger, memory.
+//! Sections: coverage, cost, overhead, scale, trigger, memory, alertmanager.
 //! `BENCH_AGENT_BIN=PATH` benchmarks another build of the agent.
 
+mod alertmanager;
 #[path = "../common/mod.rs"]
 mod common;
 mod cost;
@@ -31,6 +32,7 @@ use common::delivery::*;
 use common::*;
 use serde_json::{json, Value};
 
+use alertmanager::alertmanager;
 use cost::cost;
 use coverage::coverage;
 use harness::*;
@@ -104,13 +106,14 @@ fn bench() {
     r.json.insert("machine".into(), m);
     r.json.insert("quick".into(), json!(quick));
     type Section = fn(&mut Report, &Path);
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("coverage", coverage),
         ("cost", cost),
         ("overhead", overhead),
         ("scale", scale),
         ("trigger", trigger),
         ("memory", memory),
+        ("alertmanager", alertmanager),
     ];
     for (name, run) in sections {
         if only.is_empty() || only.iter().any(|o| o == name) {

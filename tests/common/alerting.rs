@@ -186,16 +186,33 @@ pub struct Service {
     pub url: String,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    bin: String,
+    args: Vec<String>,
+    ready: String,
 }
 
 impl Service {
     fn start(bin: &str, args: &[String], dir: tempfile::TempDir, ready: &str) -> Service {
         let log = dir.path().join(format!("{bin}.log"));
+        let (proc, url) = Self::spawn(bin, args, dir.path(), &log, ready);
+        Service {
+            proc,
+            url,
+            dir,
+            log,
+            bin: bin.into(),
+            args: args.to_vec(),
+            ready: ready.into(),
+        }
+    }
+
+    /// Starts `bin` in `dir` and waits until its log says it listens and `ready`.
+    fn spawn(bin: &str, args: &[String], dir: &Path, log: &Path, ready: &str) -> (Proc, String) {
         let child = Command::new(bin)
             .args(args)
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(log).expect("log file"))
             .spawn()
             .unwrap_or_else(|e| panic!("start {bin} (tests/setup.sh installs it): {e}"));
         let mut proc = Proc {
@@ -206,10 +223,10 @@ impl Service {
             if let Ok(Some(status)) = proc.child.try_wait() {
                 panic!(
                     "{bin} exited early ({status}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    std::fs::read_to_string(log).unwrap_or_default()
                 );
             }
-            let text = std::fs::read_to_string(&log).ok()?;
+            let text = std::fs::read_to_string(log).ok()?;
             let addr = text
                 .lines()
                 .filter(|l| l.contains("msg=\"Listening on\""))
@@ -219,7 +236,40 @@ impl Service {
                 .to_string();
             text.contains(ready).then(|| format!("http://{addr}"))
         });
-        Service { proc, url, dir, log }
+        (proc, url)
+    }
+
+    /// Stops the process with SIGTERM (so it saves its state, as on any
+    /// clean stop) and starts it again on the same address, with the same
+    /// config and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// SIGTERM, and waits for the exit.
+    pub fn stop(&mut self) {
+        self.proc.signal("TERM");
+        self.proc.wait_exit(Duration::from_secs(30));
+    }
+
+    /// Starts the stopped process again on the same address and storage.
+    pub fn start_again(&mut self) {
+        let listen = format!("--web.listen-address={}", self.host_port());
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| {
+                if a.starts_with("--web.listen-address=") {
+                    listen.clone()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let (proc, url) = Self::spawn(&self.bin, &args, self.dir.path(), &self.log, &self.ready);
+        assert_eq!(url, self.url, "restarted on the same address");
+        self.proc = proc;
     }
 
     /// `prometheus-alertmanager` with `config` (YAML), gossip off.
@@ -275,4 +325,94 @@ pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).expect("write secret");
     p
+}
+
+/// POSTs alerts to Alertmanager's API as a Prometheus does (`POST
+/// /api/v2/alerts`, a JSON array of `{labels, annotations, startsAt, ...}`).
+pub fn post_alerts(am: &str, alerts: &Value) {
+    let a = post_raw(&format!("{am}/api/v2/alerts"), alerts.to_string(), &[]);
+    assert_eq!(a.status, 200, "POST {am}/api/v2/alerts: {}", a.json);
+}
+
+/// Creates a silence through Alertmanager's API (`POST /api/v2/silences`)
+/// for an hour from now; returns its id.
+pub fn create_silence(am: &str, matchers: &[(&str, &str)], comment: &str) -> String {
+    let now = SystemTime::now();
+    let body = serde_json::json!({
+        "matchers": matchers.iter().map(|(name, value)| serde_json::json!({
+            "name": name, "value": value, "isRegex": false, "isEqual": true
+        })).collect::<Vec<_>>(),
+        "startsAt": humantime::format_rfc3339_millis(now).to_string(),
+        "endsAt": humantime::format_rfc3339_millis(now + Duration::from_secs(3600)).to_string(),
+        "createdBy": "flightrec tests",
+        "comment": comment,
+    });
+    let a = post_raw(&format!("{am}/api/v2/silences"), body.to_string(), &[]);
+    assert_eq!(a.status, 200, "POST {am}/api/v2/silences: {}", a.json);
+    a.json["silenceID"].as_str().expect("silenceID").to_string()
+}
+
+/// `GET /api/v2/alerts` with `query` (e.g. `silenced=true`).
+pub fn get_alerts(am: &str, query: &str) -> Vec<Value> {
+    reqwest::blocking::get(format!("{am}/api/v2/alerts?{query}"))
+        .and_then(|r| r.json::<Vec<Value>>())
+        .unwrap_or_default()
+}
+
+/// Re-posts alerts to Alertmanagers every `every` from a thread, as
+/// Prometheus does while a rule keeps firing, until dropped. A post that
+/// fails (the Alertmanager is down) is made again at the next turn. The
+/// pause paces the posts; nothing waits on it.
+pub struct Reposter {
+    posts: Arc<parking_lot::Mutex<Vec<(String, Value)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reposter {
+    pub fn start(every: Duration) -> Reposter {
+        let posts: Arc<parking_lot::Mutex<Vec<(String, Value)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, flag) = (posts.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            while !flag.load(Ordering::Relaxed) {
+                let now: Vec<(String, Value)> = p.lock().clone();
+                for (am, alerts) in now {
+                    let _ = client
+                        .post(format!("{am}/api/v2/alerts"))
+                        .header("content-type", "application/json")
+                        .body(alerts.to_string())
+                        .send();
+                }
+                let next = Instant::now() + every;
+                while Instant::now() < next && !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        Reposter {
+            posts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Posts `alerts` (a JSON array) to `am` now, and at every turn from now on.
+    pub fn add(&self, am: &str, alerts: Value) {
+        post_alerts(am, &alerts);
+        self.posts.lock().push((am.to_string(), alerts));
+    }
+}
+
+impl Drop for Reposter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -30,7 +30,7 @@ use crate::deliver::spool::{Quota, Spool, SpoolError};
 use crate::ring::Rings;
 use crate::snapshot::Snapshots;
 use crate::telemetry::Metrics;
-use crate::trigger::{self, webhook::WebhookError, Gate, Triggers};
+use crate::trigger::{self, alertmanager::Follower, webhook::WebhookError, Gate, Triggers};
 
 /// Deaths waiting for the crash trigger. It only asks the gate, so this is
 /// never full unless many targets die at once; then the gate's rate limit
@@ -233,6 +233,14 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
             closing.clone(),
         ))
     });
+    let follower = Follower::start(
+        &config.alertmanager,
+        webhooks.targets(),
+        config.triggers.limits.cooldown,
+        &gate,
+        &closing,
+        &extra_roots,
+    );
 
     let delivering = CancellationToken::new();
     let deliveries = TaskTracker::new();
@@ -305,6 +313,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         let reloader = Reload {
             fleet: &fleet,
             triggers: &triggers,
+            follower: &follower,
             webhooks: &state.webhooks,
             metrics: &metrics,
         };
@@ -332,6 +341,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
     closing.cancel();
     if !triggers.wait(Duration::from_secs(5)).await {
         warn!("triggers did not stop within 5s");
+    }
+    if !follower.wait(Duration::from_secs(5)).await {
+        warn!("the Alertmanager follower did not stop within 5s");
     }
     if let Some(t) = crash_trigger {
         let _ = t.await;

@@ -7,14 +7,17 @@ use tracing::{info, warn};
 use crate::collect::Fleet;
 use crate::config::{Config, ConfigError, Target};
 use crate::telemetry::{Metrics, ResultLabels};
+use crate::trigger::alertmanager::Follower;
 use crate::trigger::Triggers;
 
 /// What a reload can change while the agent runs: the targets (collectors,
-/// rings, what alerts select) and the `[[triggers]]`. Everything else is
-/// read once at startup and needs a restart; a reload that changes it says so.
+/// rings, what alerts select), the `[[triggers]]` and `[alertmanager]`.
+/// Everything else is read once at startup and needs a restart; a reload
+/// that changes it says so.
 pub(super) struct Reload<'a> {
     pub(super) fleet: &'a Fleet,
     pub(super) triggers: &'a Triggers,
+    pub(super) follower: &'a Follower,
     pub(super) webhooks: &'a crate::trigger::webhook::Webhooks,
     pub(super) metrics: &'a Metrics,
 }
@@ -79,6 +82,7 @@ impl Reload<'_> {
             return;
         };
         let (started, stopped) = self.triggers.apply(&new.triggers.triggers);
+        let alertmanager_restarted = self.follower.apply(&new.alertmanager);
         let t = &new.triggers;
         let r = &running.triggers;
         let needs_restart: Vec<&str> = [
@@ -105,7 +109,7 @@ impl Reload<'_> {
         info!(
             added = ?changes.added, removed = ?changes.removed, restarted = ?changes.restarted,
             updated = ?changes.updated, triggers_started = ?started, triggers_stopped = ?stopped,
-            "config reloaded"
+            alertmanager_restarted, "config reloaded"
         );
         self.metrics
             .config_reloads
@@ -116,5 +120,6 @@ impl Reload<'_> {
             .set(crate::units::unix_seconds(SystemTime::now()));
         running.targets = new.targets;
         running.triggers.triggers = new.triggers.triggers;
+        running.alertmanager = new.alertmanager;
     }
 }

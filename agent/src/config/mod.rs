@@ -1,8 +1,8 @@
 //! Config: turns TOML and `FLIGHTREC_*` environment overrides into typed, validated settings.
 //!
 //! A leaf: every stage imports its own section from here (`targets`,
-//! `sections`, `triggers`, `sinks`, `kubernetes`), and this module imports no
-//! stage.
+//! `sections`, `triggers`, `sinks`, `kubernetes`, `alertmanager`), and this
+//! module imports no stage.
 //!
 //! Loading happens once: the `config` crate merges the file and the overrides,
 //! then one pass reads every key into typed structs and collects every problem
@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 mod crash;
+mod alertmanager;
 mod kubernetes;
 mod sections;
 mod sinks;
@@ -26,6 +27,7 @@ mod triggers;
 
 pub use crate::secret::Secret;
 pub use crash::CrashConfig;
+pub use alertmanager::AlertmanagerConfig;
 pub use kubernetes::KubernetesConfig;
 pub use sections::{
     Log, LogFormat, Ring, Server, Snapshots, Tls, DEFAULT_SPOOL_MAX_BUNDLES, DEFAULT_SPOOL_MAX_BYTES,
@@ -86,6 +88,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// `[crash]`: the crash trigger.
     pub crash: CrashConfig,
+    /// `[alertmanager]`: the Alertmanager APIs followed for alerts.
+    pub alertmanager: AlertmanagerConfig,
 }
 
 /// One problem in the config, with the key it concerns.
@@ -282,6 +286,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
     let triggers = triggers::read(&mut root, &targets, problems);
     let sinks = sinks::read_all(root.tables("sinks", problems), problems);
     let crash = crash::read(&mut root, problems);
+    let alertmanager = alertmanager::read(&mut root, problems);
     root.finish(problems);
 
     targets::check_targets(&targets, &ring, problems);
@@ -296,6 +301,7 @@ fn read(tree: &Value, problems: &mut Vec<Problem>) -> Config {
         sinks,
         kubernetes,
         crash,
+        alertmanager,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The metric families of the triggers: probes, webhooks, and what fired or was held back.
+//! The metric families of the triggers: probes, webhooks, the Alertmanager follower, and what fired or was held back.
 
 use std::sync::atomic::AtomicU64;
 
@@ -52,6 +52,18 @@ pub struct TriggerTargetReason {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UrlLabel {
+    /// An Alertmanager's URL, without credentials.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UrlReason {
+    pub url: String,
+    pub reason: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn probe_histogram() -> Histogram {
@@ -71,6 +83,68 @@ pub struct TriggerMetrics {
     pub probe_duration: Family<TriggerTarget, Histogram, fn() -> Histogram>,
     pub errors: Family<TriggerTargetReason, Counter>,
     pub observed: Family<TriggerTarget, FloatGauge>,
+    pub alertmanager: AlertmanagerMetrics,
+}
+
+/// The Alertmanager follower's families, by Alertmanager URL.
+#[derive(Clone)]
+pub struct AlertmanagerMetrics {
+    pub up: Family<UrlLabel, Gauge>,
+    pub last_success: Family<UrlLabel, FloatGauge>,
+    /// Counted once each time a URL starts failing, or fails for a new reason.
+    pub poll_errors: Family<UrlReason, Counter>,
+    pub poll_duration: Family<UrlLabel, Histogram, fn() -> Histogram>,
+    pub alerts: Family<UrlLabel, Gauge>,
+    pub matching: Family<UrlLabel, Gauge>,
+}
+
+impl Default for AlertmanagerMetrics {
+    fn default() -> Self {
+        AlertmanagerMetrics {
+            up: Family::default(),
+            last_success: Family::default(),
+            poll_errors: Family::default(),
+            poll_duration: Family::new_with_constructor(probe_histogram),
+            alerts: Family::default(),
+            matching: Family::default(),
+        }
+    }
+}
+
+impl AlertmanagerMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "alertmanager_up",
+            "1 while the last poll of this Alertmanager's API worked, else 0",
+            self.up.clone(),
+        );
+        registry.register(
+            "alertmanager_last_success_timestamp_seconds",
+            "Unix time of the last poll of this Alertmanager's API that worked",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "alertmanager_poll_errors",
+            "Times polling this Alertmanager started failing, or failed for a new reason: connect, timeout, status, too_large, not_json, schema, body, credentials, request",
+            self.poll_errors.clone(),
+        );
+        registry.register_with_unit(
+            "alertmanager_poll_duration",
+            "Time of a poll of this Alertmanager's API that worked, request to answer decoded",
+            Unit::Seconds,
+            self.poll_duration.clone(),
+        );
+        registry.register(
+            "alertmanager_alerts",
+            "Alerts in this Alertmanager's last answer: active, not silenced, not inhibited, through the filter",
+            self.alerts.clone(),
+        );
+        registry.register(
+            "alertmanager_matching_alerts",
+            "Of the alerts in this Alertmanager's last answer, those selecting a target of this agent",
+            self.matching.clone(),
+        );
+    }
 }
 
 impl Default for TriggerMetrics {
@@ -84,6 +158,7 @@ impl Default for TriggerMetrics {
             probe_duration: Family::new_with_constructor(probe_histogram),
             errors: Family::default(),
             observed: Family::default(),
+            alertmanager: AlertmanagerMetrics::default(),
         }
     }
 }
@@ -131,5 +206,6 @@ impl TriggerMetrics {
             "Last value a trigger judged: a probe's latency in seconds, or the histogram quantile it computed",
             self.observed.clone(),
         );
+        self.alertmanager.register(registry);
     }
 }

@@ -6,9 +6,9 @@ use tracing::{debug, info, warn};
 
 use crate::telemetry::{
     KindTarget, KindTargetReason, Metrics, SourceLabel, SourceReason, SourceStatus, TriggerTarget,
-    TriggerTargetReason,
+    TriggerTargetReason, UrlLabel, UrlReason,
 };
-use crate::units::Secs;
+use crate::units::{unix_seconds, Secs};
 
 /// Why a trigger that held made no snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,4 +218,90 @@ pub fn crash_not_snapshotted(m: &Metrics, target: &str, reason: &str, why: &str)
         })
         .inc();
     info!(%target, kind = "crash", suppressed = reason, "no crash bundle: {why}");
+}
+
+/// One Alertmanager's health as the log and `/metrics` tell it: each change
+/// (following, failing, failing for another reason, back) is logged and
+/// counted once; the polls in between say nothing more. An Alertmanager down
+/// for a night is one line, not one per poll.
+pub struct AlertmanagerHealth {
+    url: String,
+    /// The reason of the failures going on, when they started, how many polls.
+    failing: Option<(&'static str, Instant, u64)>,
+    polled: bool,
+}
+
+impl AlertmanagerHealth {
+    /// `url` must carry no credentials: it is a log field and a metric label.
+    pub fn new(url: &str) -> Self {
+        AlertmanagerHealth {
+            url: url.into(),
+            failing: None,
+            polled: false,
+        }
+    }
+
+    fn label(&self) -> UrlLabel {
+        UrlLabel {
+            url: self.url.clone(),
+        }
+    }
+
+    /// A poll that worked: `alerts` in the answer, `matching` of them
+    /// selecting a target here.
+    pub fn succeeded(&mut self, m: &Metrics, alerts: usize, matching: usize, took: Duration) {
+        let am = &m.triggers.alertmanager;
+        let label = self.label();
+        am.up.get_or_create(&label).set(1);
+        am.last_success
+            .get_or_create(&label)
+            .set(unix_seconds(std::time::SystemTime::now()));
+        am.poll_duration.get_or_create(&label).observe(took.as_secs_f64());
+        am.alerts.get_or_create(&label).set(alerts as i64);
+        am.matching.get_or_create(&label).set(matching as i64);
+        let url = &self.url;
+        if let Some((reason, since, polls)) = self.failing.take() {
+            info!(alertmanager = %url, reason, failed_polls = polls, "Alertmanager answers again after {polls} failed polls over {}", Secs(since.elapsed()));
+        } else if !self.polled {
+            info!(alertmanager = %url, alerts, matching, "following Alertmanager: {alerts} alerts, {matching} about targets here");
+        } else {
+            debug!(alertmanager = %url, alerts, matching, took = %Secs(took), "Alertmanager polled");
+        }
+        self.polled = true;
+    }
+
+    /// A poll that failed; `message` must hold no secret.
+    pub fn failed(&mut self, m: &Metrics, reason: &'static str, message: &str) {
+        let am = &m.triggers.alertmanager;
+        am.up.get_or_create(&self.label()).set(0);
+        let url = &self.url;
+        match &mut self.failing {
+            Some((same, _, polls)) if *same == reason => {
+                *polls += 1;
+                debug!(alertmanager = %url, reason, "Alertmanager poll failed again: {message}");
+                return;
+            }
+            _ => {}
+        }
+        am.poll_errors
+            .get_or_create(&UrlReason {
+                url: url.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+        warn!(
+            alertmanager = %url, reason,
+            "polling Alertmanager failed: {message}; retrying with backoff, and saying so again only when this changes; other Alertmanagers and triggers go on"
+        );
+        self.failing = Some((reason, Instant::now(), 1));
+    }
+
+    /// This URL is no longer followed: its gauges go, so none says it is up.
+    pub fn forget(&self, m: &Metrics) {
+        let am = &m.triggers.alertmanager;
+        let label = self.label();
+        am.up.remove(&label);
+        am.alerts.remove(&label);
+        am.matching.remove(&label);
+    }
 }

@@ -92,7 +92,10 @@ impl Gate {
         Ok(Outcome::Started(ids))
     }
 
-    /// True the first time `key` is seen within the dedupe TTL.
+    /// True the first time `key` is seen, or when it was last seen more than
+    /// the dedupe TTL ago. Every sighting renews the memory, so an alert
+    /// still being resent, or still returned by Alertmanager's API, is never
+    /// new again however long it fires.
     pub fn first_delivery(&self, key: &str) -> bool {
         self.state
             .lock()
@@ -157,12 +160,11 @@ impl State {
             }
             self.seen_order.pop_front();
         }
-        if self.seen.contains_key(key) {
-            return false;
-        }
-        self.seen.insert(key.to_string(), now);
+        // The entry in `seen_order` an earlier sighting left goes stale: it
+        // no longer matches `seen` and is dropped when it reaches the front.
+        let known = self.seen.insert(key.to_string(), now).is_some();
         self.seen_order.push_back((now, key.to_string()));
-        true
+        !known
     }
 }
 
@@ -242,8 +244,28 @@ mod tests {
         assert!(st.first_delivery(t0, "k", s(10)));
         assert!(!st.first_delivery(t0 + s(9), "k", s(10)));
         assert!(st.first_delivery(t0 + s(9), "other", s(10)));
-        assert!(st.first_delivery(t0 + s(10), "k", s(10)), "expired");
-        assert!(!st.first_delivery(t0 + s(11), "k", s(10)));
+        assert!(
+            st.first_delivery(t0 + s(19), "k", s(10)),
+            "expired: 10s after it was last seen"
+        );
+        assert!(!st.first_delivery(t0 + s(20), "k", s(10)));
+    }
+
+    #[test]
+    fn an_alert_seen_again_and_again_is_remembered_past_the_ttl() {
+        let t0 = Instant::now();
+        let mut st = State::default();
+        assert!(st.first_delivery(t0, "k", s(10)));
+        // Seen every 5s for a minute, six times the TTL: never new again.
+        for i in 1..=12 {
+            assert!(!st.first_delivery(t0 + s(5 * i), "k", s(10)), "at {}s", 5 * i);
+        }
+        // Gone for longer than the TTL: new.
+        assert!(st.first_delivery(t0 + s(71), "k", s(10)));
+        // The stale entries of the renewals are dropped as they age.
+        assert!(st.first_delivery(t0 + s(200), "other", s(10)));
+        assert_eq!(st.seen.len(), 1);
+        assert_eq!(st.seen_order.len(), 1);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Takes in: probe answers and scrapes (`latency`, `metric`: one task per
 //! `[[triggers]]` entry), alert notifications (`webhook`, whose HTTP side
-//! is `api::webhooks`) and the deaths the collectors see (`crash`). Hands on: a [`crate::snapshot::Firing`] to
+//! is `api::webhooks`), the deaths the collectors see (`crash`) and the
+//! alerts of Alertmanager's API (`alertmanager`, one task per Alertmanager
+//! followed). Hands on: a [`crate::snapshot::Firing`] to
 //! `Snapshots::fire`, through [`Gate`], which owns the per-target cooldowns,
 //! the global rate limit and the dedupe of alerts seen twice. `events` logs
 //! and counts what happens.
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod crash;
+pub mod alertmanager;
 pub mod events;
 pub mod gate;
 pub mod latency;

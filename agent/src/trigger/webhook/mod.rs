@@ -14,7 +14,7 @@ mod select;
 
 pub use auth::{Auth, AuthError, WebhookError};
 pub use payload::{parse, Alert, Labels, Notification, Source, Status};
-pub use select::{select_targets, TargetLabels, TARGET_LABEL};
+pub use select::{select_targets, AlertTargets, TargetLabels, TARGET_LABEL};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -29,7 +29,6 @@ use super::gate::{Gate, Outcome};
 use crate::config::{Secret, Target, WebhookConfig};
 use crate::snapshot::{Firing, SnapshotError};
 use crate::telemetry::Metrics;
-use select::target_labels;
 
 /// Why a webhook request was refused: the status and the message of the
 /// answer, and for a 401 the `WWW-Authenticate` challenge to send.
@@ -61,9 +60,8 @@ pub struct Webhooks {
     auth: Auth,
     gate: Arc<Gate>,
     metrics: Arc<Metrics>,
-    /// The targets' labels; replaced when a reload changes the targets.
-    targets: parking_lot::RwLock<Vec<TargetLabels>>,
-    match_labels: Vec<String>,
+    /// What alerts select; replaced when a reload changes the targets.
+    targets: Arc<AlertTargets>,
     cooldown: Duration,
     router: OnceLock<Arc<dyn AlertRouter>>,
 }
@@ -80,8 +78,7 @@ impl Webhooks {
             auth: Auth::load(cfg, bearer)?,
             metrics: gate.metrics().clone(),
             gate,
-            targets: parking_lot::RwLock::new(target_labels(targets)),
-            match_labels: cfg.match_labels.clone(),
+            targets: Arc::new(AlertTargets::new(targets, &cfg.match_labels)),
             cooldown,
             router: OnceLock::new(),
         })
@@ -93,9 +90,14 @@ impl Webhooks {
         let _ = self.router.set(router);
     }
 
-    /// Alerts select among these targets from now on.
+    /// Alerts select among these targets from now on, wherever they come from.
     pub fn set_targets(&self, targets: &[Target]) {
-        *self.targets.write() = target_labels(targets);
+        self.targets.set(targets);
+    }
+
+    /// What alerts select, for the other ways alerts arrive.
+    pub fn targets(&self) -> &Arc<AlertTargets> {
+        &self.targets
     }
 
     /// Counts and logs a refused request; the answer says why.
@@ -161,23 +163,17 @@ impl Webhooks {
             let targets = if routable {
                 Vec::new()
             } else {
-                select_targets(&alert.labels, &self.targets.read(), &self.match_labels)
+                self.targets.select(&alert.labels)
             };
             if targets.is_empty() && !routable {
                 unmatched += 1;
                 events::alert_unmatched(&self.metrics, source.as_str(), alert.name(), &alert.labels);
                 continue;
             }
-            // The same alert of the same group, firing since the same moment:
-            // a resend, or the second of an HA pair.
-            let key = format!(
-                "{}\u{0}{}\u{0}{}\u{0}{}",
-                source.as_str(),
-                n.group_key,
-                alert.fingerprint(),
-                alert.starts_at
-            );
-            if !self.gate.first_delivery(&key) {
+            // The same alert firing since the same moment: a resend, the
+            // second of an HA pair, the same alert in another group, or one
+            // read from Alertmanager's API.
+            if !self.gate.first_delivery(&alert.dedupe_key(source)) {
                 duplicates += 1;
                 for t in &targets {
                     events::suppressed(
@@ -237,7 +233,8 @@ impl Webhooks {
     }
 }
 
-fn reason(source: Source, alerts: &[&Alert]) -> String {
+/// The trigger's reason: the first alert's name and summary.
+pub fn reason(source: Source, alerts: &[&Alert]) -> String {
     let first = alerts.first().map_or("", |a| a.name());
     let summary = alerts
         .first()
@@ -251,7 +248,27 @@ fn reason(source: Source, alerts: &[&Alert]) -> String {
     format!("{}: {first} firing{summary}{more}", source.as_str())
 }
 
+/// `trigger.details` of a webhook's bundle: the alerts, and what the
+/// notification said of their group.
 fn details(n: &Notification, alerts: &[&Alert]) -> Value {
+    let mut d = alert_details(alerts);
+    d["source"] = json!("webhook");
+    d["group_key"] = json!(n.group_key);
+    d["group_labels"] = json!(n.group_labels);
+    d["receiver"] = json!(n.receiver);
+    d["external_url"] = json!(n.external_url);
+    if let Some(org) = n.org_id {
+        d["org_id"] = json!(org);
+    }
+    if let Some(title) = &n.title {
+        d["title"] = json!(title);
+    }
+    d
+}
+
+/// The alerts of a bundle as its `trigger.details` holds them, however they
+/// arrived: the first one's fingerprint and labels, and every alert.
+pub fn alert_details(alerts: &[&Alert]) -> Value {
     let list: Vec<Value> = alerts
         .iter()
         .map(|a| {
@@ -268,20 +285,9 @@ fn details(n: &Notification, alerts: &[&Alert]) -> Value {
             v
         })
         .collect();
-    let mut d = json!({
+    json!({
         "fingerprint": alerts.first().map(|a| a.fingerprint()),
         "labels": alerts.first().map(|a| &a.labels),
-        "group_key": n.group_key,
-        "group_labels": n.group_labels,
-        "receiver": n.receiver,
-        "external_url": n.external_url,
         "alerts": list,
-    });
-    if let Some(org) = n.org_id {
-        d["org_id"] = json!(org);
-    }
-    if let Some(title) = &n.title {
-        d["title"] = json!(title);
-    }
-    d
+    })
 }

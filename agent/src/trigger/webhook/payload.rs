@@ -1,6 +1,7 @@
 //! The notifications Alertmanager (webhook payload version 4) and Grafana post, and how they are read.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
@@ -113,6 +114,61 @@ impl Alert {
         }
         hex::encode(&h.finalize()[..8])
     }
+
+    /// The alert as dedupe knows it: this alert (its fingerprint) firing
+    /// since this moment (its `startsAt`), whichever way it arrived. An
+    /// Alertmanager webhook's resends, the other member of an HA pair and
+    /// the same alert read from Alertmanager's API all give the same key;
+    /// an alert that resolved and fires again has a new `startsAt`, so a
+    /// new key. The notification's group is left out: the API has none, and
+    /// one alert routed into two groups is still one alert.
+    pub fn dedupe_key(&self, source: Source) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{}",
+            source.as_str(),
+            self.fingerprint(),
+            canonical_time(&self.starts_at)
+        )
+    }
+}
+
+/// One text for one instant. Alertmanager's webhook writes `startsAt` as Go
+/// does, nanoseconds in the time's own offset
+/// (`2026-12-04T06:00:00.120456789+01:00`); its API writes the same instant
+/// to the millisecond (`2026-12-04T06:00:00.120+01:00`). Both become UTC
+/// milliseconds (`2026-12-04T05:00:00.120Z`); text that is no such time is
+/// kept as it is.
+fn canonical_time(text: &str) -> String {
+    let t = text.trim();
+    let b = t.as_bytes();
+    let (local, east_of_utc) = match b {
+        [.., b'Z' | b'z'] => (&t[..t.len() - 1], 0i64),
+        [.., sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]
+            if [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) =>
+        {
+            let digit = |c: &u8| i64::from(c - b'0');
+            let (hours, minutes) = (digit(h1) * 10 + digit(h2), digit(m1) * 10 + digit(m2));
+            if hours > 23 || minutes > 59 {
+                return text.to_string();
+            }
+            let secs = hours * 3600 + minutes * 60;
+            (&t[..t.len() - 6], if *sign == b'-' { -secs } else { secs })
+        }
+        _ => return text.to_string(),
+    };
+    let Ok(as_if_utc) = humantime::parse_rfc3339_weak(local) else {
+        return text.to_string();
+    };
+    let offset = Duration::from_secs(east_of_utc.unsigned_abs());
+    let utc = if east_of_utc >= 0 {
+        as_if_utc.checked_sub(offset)
+    } else {
+        as_if_utc.checked_add(offset)
+    };
+    match utc {
+        Some(utc) => humantime::format_rfc3339_millis(utc).to_string(),
+        None => text.to_string(),
+    }
 }
 
 /// Parses a notification, saying what is wrong with it.
@@ -213,6 +269,61 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("invalid type: integer"), "{e}");
+    }
+
+    #[test]
+    fn the_webhook_and_the_api_give_one_alert_one_key() {
+        // What Alertmanager 0.25 sent for one alert on its webhook and
+        // answered for it on GET /api/v2/alerts.
+        let alert = |starts_at: &str| Alert {
+            status: Status::Firing,
+            labels: Labels::from([("alertname".to_string(), "Y".to_string())]),
+            annotations: Labels::new(),
+            starts_at: starts_at.into(),
+            generator_url: String::new(),
+            fingerprint: "54007384a2d1a2b9".into(),
+            values: None,
+        };
+        let webhook = alert("2026-12-04T06:00:00.120456789+01:00").dedupe_key(Source::Alertmanager);
+        let api = alert("2026-12-04T06:00:00.120+01:00").dedupe_key(Source::Alertmanager);
+        assert_eq!(webhook, api);
+        assert!(webhook.ends_with("\u{0}2026-12-04T05:00:00.120Z"), "{webhook:?}");
+        assert_eq!(
+            alert("2026-12-04T06:14:22.603253919Z").dedupe_key(Source::Alertmanager),
+            alert("2026-12-04T06:14:22.603Z").dedupe_key(Source::Alertmanager)
+        );
+        // Go drops trailing zeros of the fraction, and the fraction itself.
+        assert_eq!(
+            alert("2026-12-04T06:14:22.6Z").dedupe_key(Source::Alertmanager),
+            alert("2026-12-04T06:14:22.600Z").dedupe_key(Source::Alertmanager)
+        );
+        assert_eq!(
+            alert("2026-12-04T01:14:22-05:00").dedupe_key(Source::Alertmanager),
+            alert("2026-12-04T06:14:22.000Z").dedupe_key(Source::Alertmanager)
+        );
+        // Fired again after resolving: a new startsAt, a new alert.
+        assert_ne!(
+            api,
+            alert("2026-12-04T06:30:00.120+01:00").dedupe_key(Source::Alertmanager)
+        );
+        assert_ne!(
+            api,
+            alert("2026-12-04T06:00:00.120+01:00").dedupe_key(Source::Grafana)
+        );
+        // Whatever is not such a time is kept as sent, never a panic.
+        for odd in [
+            "",
+            "soon",
+            "0001-01-01T00:00:00Z",
+            "2026-12-04T06:00:00+99:99",
+            "é+01:00",
+            "Z",
+        ] {
+            assert!(
+                alert(odd).dedupe_key(Source::Alertmanager).ends_with(odd),
+                "{odd:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Which targets an alert is about: the label rule shared by every way an alert arrives.
 
+use parking_lot::RwLock;
+
 use super::payload::Labels;
 use crate::config::Target;
 
@@ -40,7 +42,34 @@ pub fn select_targets(alert: &Labels, targets: &[TargetLabels], match_labels: &[
         .collect()
 }
 
-pub(super) fn target_labels(targets: &[Target]) -> Vec<TargetLabels> {
+/// The targets alerts select among, with the rule's `match_labels`: one
+/// value shared by every way an alert arrives (the webhooks and the
+/// Alertmanager follower), so a reload changes what all of them select.
+pub struct AlertTargets {
+    targets: RwLock<Vec<TargetLabels>>,
+    match_labels: Vec<String>,
+}
+
+impl AlertTargets {
+    pub fn new(targets: &[Target], match_labels: &[String]) -> Self {
+        AlertTargets {
+            targets: RwLock::new(target_labels(targets)),
+            match_labels: match_labels.to_vec(),
+        }
+    }
+
+    /// Alerts select among these targets from now on.
+    pub fn set(&self, targets: &[Target]) {
+        *self.targets.write() = target_labels(targets);
+    }
+
+    /// The targets an alert with these labels selects ([`select_targets`]).
+    pub fn select(&self, alert: &Labels) -> Vec<String> {
+        select_targets(alert, &self.targets.read(), &self.match_labels)
+    }
+}
+
+fn target_labels(targets: &[Target]) -> Vec<TargetLabels> {
     targets
         .iter()
         .map(|t| TargetLabels {
