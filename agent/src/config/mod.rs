@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-mod crash;
 mod alertmanager;
+mod crash;
 mod kubernetes;
 mod sections;
 mod sinks;
@@ -26,8 +26,8 @@ mod targets;
 mod triggers;
 
 pub use crate::secret::Secret;
-pub use crash::CrashConfig;
 pub use alertmanager::AlertmanagerConfig;
+pub use crash::CrashConfig;
 pub use kubernetes::KubernetesConfig;
 pub use sections::{
     Log, LogFormat, Ring, Server, Snapshots, Tls, DEFAULT_SPOOL_MAX_BUNDLES, DEFAULT_SPOOL_MAX_BYTES,

@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub mod crash;
 pub mod alertmanager;
+pub mod crash;
 pub mod events;
 pub mod gate;
 pub mod latency;
