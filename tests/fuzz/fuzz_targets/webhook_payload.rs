@@ -31,7 +31,11 @@ fn targets() -> Vec<TargetLabels> {
 }
 
 fn check(alert: &Alert, targets: &[TargetLabels], match_labels: &[String]) {
-    let _ = (alert.name(), alert.fingerprint(), alert.dedupe_key(Source::Alertmanager));
+    let _ = (
+        alert.name(),
+        alert.fingerprint(),
+        alert.dedupe_key(Source::Alertmanager),
+    );
     let picked = webhook::select_targets(&alert.labels, targets, match_labels);
     if let Some(name) = alert.labels.get(TARGET_LABEL) {
         assert!(
