@@ -13,7 +13,7 @@
 mod blocks;
 pub mod window;
 
-pub use blocks::{compress, Builder, BLOCK};
+pub use blocks::{compress, give_back, Builder, BLOCK};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -419,6 +419,7 @@ mod tests {
             raw_len: bytes as u64,
             stored: vec![Bytes::from(vec![0u8; bytes])],
             compression: Compression::None,
+            summary: crate::ring::window::WindowSummary::Off,
         })
     }
 

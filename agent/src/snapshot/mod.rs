@@ -256,7 +256,9 @@ impl Snapshots {
                 continue;
             }
             let after = match scope {
-                Scope::PostTrigger => crate::units::Secs(firing.post_trigger.unwrap_or(self.post_trigger)).to_string(),
+                Scope::PostTrigger => {
+                    crate::units::Secs(firing.post_trigger.unwrap_or(self.post_trigger)).to_string()
+                }
                 Scope::UpTo { .. } => "nothing".into(),
             };
             info!(
