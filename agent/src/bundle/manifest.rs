@@ -6,6 +6,8 @@ use flightrec_proto::prost_types;
 use flightrec_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+use super::SummaryEntry;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub id: String,
@@ -160,6 +162,9 @@ pub struct WindowEntry {
     pub trimmed_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<TailEntry>,
+    /// What the window's events show, or why there is no summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SummaryEntry>,
 }
 
 impl Manifest {
@@ -210,6 +215,7 @@ impl Manifest {
                         generation: t.generation.unwrap_or(0),
                         trace_end_ns: t.trace_end_ns.unwrap_or(0),
                     }),
+                    summary: w.summary.as_ref().map(SummaryEntry::to_proto),
                 })
                 .collect(),
             created_at: self.created_at.clone(),

@@ -314,6 +314,20 @@ impl Rings {
         })
     }
 
+    /// The newest window in the target's ring.
+    pub fn newest(&self, target: &str) -> Option<Arc<Window>> {
+        let mut inner = self.inner.lock();
+        inner.rings.get_mut(target)?.windows.last().cloned()
+    }
+
+    /// Every window put in the target's ring from now on, as it arrives
+    /// (the feed snapshots record their post-trigger part from). `None` for
+    /// an unknown target; the feed closes when the target's ring goes.
+    pub fn watch(&self, target: &str) -> Option<broadcast::Receiver<Arc<Window>>> {
+        let inner = self.inner.lock();
+        Some(inner.rings.get(target)?.feed.subscribe())
+    }
+
     pub fn capacity(&self, target: &str) -> Option<usize> {
         let inner = self.inner.lock();
         Some(inner.rings.get(target)?.windows.capacity().get())
