@@ -279,12 +279,25 @@ impl Manifest {
     /// The window holding the trigger moment (the one to open first), else
     /// the last one. Times share one format, so text order is time order.
     pub fn trigger_window(&self) -> Option<&WindowEntry> {
+        if let Some(w) = self.trace_trigger_window() {
+            return Some(w);
+        }
         let fired = self.trigger.fired_at.as_str();
         self.windows
             .iter()
             .find(|w| w.start.as_str() <= fired && fired <= w.end.as_str())
             .or_else(|| self.windows.iter().find(|w| w.start.as_str() >= fired))
             .or(self.windows.last())
+    }
+
+    /// The window whose summary met a trace trigger's condition: it ended
+    /// before the trigger fired, so it is the one to open first.
+    pub fn trace_trigger_window(&self) -> Option<&WindowEntry> {
+        if self.trigger.kind != "trace" {
+            return None;
+        }
+        let seq = self.trigger.details.pointer("/window/seq")?.as_u64()?;
+        self.windows.iter().find(|w| w.seq == seq)
     }
 
     /// Bytes of every listed file.

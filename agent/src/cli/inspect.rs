@@ -292,10 +292,16 @@ fn render_summaries(s: &mut String, m: &Manifest) {
         "  {:>3}  {:>4}  {:<30} {:>10} {:>9} {:>10} {:>10}",
         "#", "gc", "stw max", "sched p99", "runnable", "goroutines", "heap"
     );
+    let fired = m.trace_trigger_window().map(|w| w.seq);
     for (i, w) in m.windows.iter().enumerate() {
         let Some(summary) = &w.summary else {
             let _ = writeln!(s, "  {:>3}  -", i + 1);
             continue;
+        };
+        let mark = if fired == Some(w.seq) {
+            "  <- met the trace trigger's condition"
+        } else {
+            ""
         };
         let Some(f) = summary.fields.as_ref().filter(|_| summary.summarised) else {
             let _ = writeln!(
@@ -317,7 +323,7 @@ fn render_summaries(s: &mut String, m: &Manifest) {
         };
         let _ = writeln!(
             s,
-            "  {:>3}  {:>4}  {:<30} {:>10} {:>9} {:>10} {:>10}",
+            "  {:>3}  {:>4}  {:<30} {:>10} {:>9} {:>10} {:>10}{mark}",
             i + 1,
             f.gc_cycles,
             stw,
@@ -444,8 +450,8 @@ mod tests {
         .expect("json");
         let w1 = put(dir, "0001-20261204T101010.000Z.trace", &gc);
         let w2 = put(dir, "0002-20261204T101011.000Z.trace", &data("go1.21.trace"));
-        let window = |w: &serde_json::Value, summary: serde_json::Value| {
-            json!({"file": w["file"], "bytes": w["bytes"], "sha256": w["sha256"],
+        let window = |w: &serde_json::Value, seq: u64, summary: serde_json::Value| {
+            json!({"file": w["file"], "bytes": w["bytes"], "sha256": w["sha256"], "seq": seq,
                    "start": "2026-12-04T10:10:10Z", "end": "2026-12-04T10:10:11Z", "go_version": "1.26",
                    "complete": true, "clock": "target", "summary": summary})
         };
@@ -456,8 +462,9 @@ mod tests {
         let m: Manifest = serde_json::from_value(json!({
             "id": "20261204T101012.000Z-svc-0001", "agent_version": "0", "created_at": "2026-12-04T10:10:12Z",
             "target": {"name": "svc"},
-            "trigger": {"kind": "manual", "reason": "look", "fired_at": "2026-12-04T10:10:11Z"},
-            "windows": [window(&w1, entry), window(&w2, old)]
+            "trigger": {"kind": "trace", "reason": "trace: window 41 has stw_max 213.2ms",
+                        "fired_at": "2026-12-04T10:10:11Z", "details": {"window": {"seq": 41}}},
+            "windows": [window(&w1, 41, entry), window(&w2, 42, old)]
         }))
         .expect("manifest");
         std::fs::write(
@@ -476,6 +483,12 @@ mod tests {
         assert_eq!(cols[1], summary.gc_cycles.to_string(), "{line}");
         assert!(line.contains("213.2ms (write heap dump)"), "{line}");
         assert!(line.contains(&format!(" {} ", summary.runnable_max)), "{line}");
+        assert!(line.ends_with("<- met the trace trigger's condition"), "{line}");
+        assert!(
+            text.contains("open the window holding the trigger: go tool trace")
+                && text.contains("0001-20261204T101010.000Z.trace\n"),
+            "the window that met the condition is the one to open:\n{text}"
+        );
         assert!(
             text.contains("    2  not summarised (old_go): not supported: v1 trace (Go 1.21 or older)"),
             "{text}"
