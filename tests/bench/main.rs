@@ -6,13 +6,14 @@
 //!
 //! Run through `tests/bench/run.sh [--quick] [SECTION...]`; ignored by
 //! `cargo test`. Writes `target/bench/results.json` and `report.md`.
-//! Sections: coverage, cost, overhead, scale, trigger, memory.
+//! Sections: coverage, cost, overhead, scale, trigger, memory, decode.
 //! `BENCH_AGENT_BIN=PATH` benchmarks another build of the agent.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod cost;
 mod coverage;
+mod decode;
 mod harness;
 mod measure;
 mod memory;
@@ -31,8 +32,9 @@ use common::delivery::*;
 use common::*;
 use serde_json::{json, Value};
 
-use cost::cost;
+use cost::{cost, CostRun};
 use coverage::coverage;
+use decode::decode;
 use harness::*;
 use measure::*;
 use memory::memory;
@@ -104,13 +106,14 @@ fn bench() {
     r.json.insert("machine".into(), m);
     r.json.insert("quick".into(), json!(quick));
     type Section = fn(&mut Report, &Path);
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("coverage", coverage),
         ("cost", cost),
         ("overhead", overhead),
         ("scale", scale),
         ("trigger", trigger),
         ("memory", memory),
+        ("decode", decode),
     ];
     for (name, run) in sections {
         if only.is_empty() || only.iter().any(|o| o == name) {
