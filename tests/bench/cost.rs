@@ -25,8 +25,12 @@ pub(crate) fn agent_cost(url: &str, compression: &str, windows: u64) -> CostRun 
     let agent = start_agent(&target_entry(
         "cost",
         url,
-        // Room for whole 5 s windows at 20 MB/s: none is cut by max_window_bytes.
-        &format!("window = \"5s\"\nmax_bytes = \"256MiB\"\ncompression = \"{compression}\""),
+        // Room for whole 5 s windows at 20 MB/s: none is cut by
+        // max_window_bytes. The recording path alone: what summaries add is
+        // the decode section's.
+        &format!(
+            "window = \"5s\"\nmax_bytes = \"256MiB\"\ncompression = \"{compression}\"\nsummaries = false"
+        ),
     ));
     let timeout = Duration::from_secs(5 * (windows + 4) + 60);
     wait_windows(&agent, "cost", 1, timeout);
@@ -79,7 +83,8 @@ pub(crate) fn cost(r: &mut Report, tmp: &Path) {
         "cost",
         "Agent cost per MB of trace",
         "One fixture per load, 5 s windows, recorded in turn by flightrec (compression \
-         `none`, then `zstd`) and by a shell loop of `curl -o` writing files. CPU is user + \
+         `none`, then `zstd`; summaries off: what they add is measured in the decode \
+         section) and by a shell loop of `curl -o` writing files. CPU is user + \
          system seconds of the agent (from `/proc/PID/stat`, measured over whole windows \
          after the first) or of the loop with every `curl` it ran (`wait4`); MB are \
          10^6 bytes of trace received. Peak RSS is the agent's `VmHWM` (its ring holds up \

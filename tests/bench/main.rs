@@ -6,7 +6,7 @@
 //!
 //! Run through `tests/bench/run.sh [--quick] [SECTION...]`; ignored by
 //! `cargo test`. Writes `target/bench/results.json` and `report.md`.
-//! Sections: coverage, cost, overhead, scale, trigger, memory, alertmanager.
+//! Sections: coverage, cost, overhead, scale, trigger, memory, alertmanager, decode.
 //! `BENCH_AGENT_BIN=PATH` benchmarks another build of the agent.
 
 mod alertmanager;
@@ -14,6 +14,7 @@ mod alertmanager;
 mod common;
 mod cost;
 mod coverage;
+mod decode;
 mod harness;
 mod measure;
 mod memory;
@@ -33,8 +34,9 @@ use common::*;
 use serde_json::{json, Value};
 
 use alertmanager::alertmanager;
-use cost::cost;
+use cost::{cost, CostRun};
 use coverage::coverage;
+use decode::decode;
 use harness::*;
 use measure::*;
 use memory::memory;
@@ -106,7 +108,7 @@ fn bench() {
     r.json.insert("machine".into(), m);
     r.json.insert("quick".into(), json!(quick));
     type Section = fn(&mut Report, &Path);
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("coverage", coverage),
         ("cost", cost),
         ("overhead", overhead),
@@ -114,6 +116,7 @@ fn bench() {
         ("trigger", trigger),
         ("memory", memory),
         ("alertmanager", alertmanager),
+        ("decode", decode),
     ];
     for (name, run) in sections {
         if only.is_empty() || only.iter().any(|o| o == name) {

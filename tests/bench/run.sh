@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # usage: tests/bench/run.sh [--quick] [SECTION...]
 # The benchmarks (tests/bench/main.rs): coverage, cost, overhead, scale, trigger,
-# memory, alertmanager; all of them without SECTION. Each figure is measured beside a
+# memory, alertmanager, decode; all of them without SECTION. Each figure is measured beside a
 # baseline in the same run. Writes target/bench/results.json and
 # target/bench/report.md (BENCH_OUT=DIR to write elsewhere).
 #   --quick                  every phase shortened (about 4 minutes): a smoke check
@@ -16,9 +16,9 @@ sections=()
 for a in "$@"; do
 	case "$a" in
 	--quick) quick=1 ;;
-	coverage | cost | overhead | scale | trigger | memory | alertmanager) sections+=("$a") ;;
+	coverage | cost | overhead | scale | trigger | memory | alertmanager | decode) sections+=("$a") ;;
 	*)
-		echo "usage: tests/bench/run.sh [--quick] [coverage|cost|overhead|scale|trigger|memory|alertmanager]..." >&2
+		echo "usage: tests/bench/run.sh [--quick] [coverage|cost|overhead|scale|trigger|memory|alertmanager|decode]..." >&2
 		exit 2
 		;;
 	esac
@@ -31,6 +31,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # optimising, so it shares the test suite's debug build.
 cargo build --release --locked -p flightrec --bin flightrec
 export BENCH_AGENT_BIN="${BENCH_AGENT_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/flightrec}"
+# The decoder measured against Go's parser (the decode section).
+cargo build --release --locked -p gotrace --example decode_bench
+export BENCH_DECODE_BIN="${BENCH_DECODE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/examples/decode_bench}"
 BENCH_QUICK="$quick" BENCH_SECTIONS="${sections[*]:-}" \
 	cargo test --locked -p flightrec --test bench -- --ignored --nocapture
 echo "bench: report in ${BENCH_OUT:-$repo/target/bench}/report.md" >&2

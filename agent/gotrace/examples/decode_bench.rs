@@ -3,8 +3,12 @@
 //! chunks as the collector feeds network chunks.
 //!
 //! ```sh
-//! cargo run --release -p gotrace --example decode_bench [MB] [FILE...]
+//! cargo run --release -p gotrace --example decode_bench [--json] [MB] [FILE...]
 //! ```
+//!
+//! `--json` prints one JSON line per file instead of the table (the
+//! benchmarks of `tests/bench` read it): `file`, `bytes`, `events`, and MB
+//! per CPU second of `walker`, `decoder` and `decoder_summary`.
 //!
 //! Each file is decoded whole, over and over, until about `MB` megabytes
 //! (default 100) went through each reader. Defaults to the busy and the
@@ -51,7 +55,8 @@ fn timed(mut f: impl FnMut() -> Result<(), Box<dyn Error>>) -> Result<f64, Box<d
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let json = args.next_if(|a| a == "--json").is_some();
     let mb: f64 = match args.next() {
         Some(a) => a.parse().map_err(|e| format!("MB {a:?}: {e}"))?,
         None => 100.0,
@@ -63,10 +68,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             files.push(dir.join(format!("{name}.trace")));
         }
     }
-    println!(
-        "{:<22} {:>9} {:>8} | {:>14} | {:>22} | {:>26} | summary   (per CPU second)",
-        "file", "bytes", "events", "walker", "decoder", "decoder+summary"
-    );
+    if !json {
+        println!(
+            "{:<22} {:>9} {:>8} | {:>14} | {:>22} | {:>26} | summary   (per CPU second)",
+            "file", "bytes", "events", "walker", "decoder", "decoder+summary"
+        );
+    }
     for path in &files {
         let data = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
         let rounds = ((mb * 1e6) / data.len() as f64).ceil().max(1.0) as usize;
@@ -114,6 +121,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         })?;
 
         let per_event = |secs: f64| secs * 1e9 / (rounds as f64 * events as f64);
+        if json {
+            println!(
+                "{{\"file\":{:?},\"bytes\":{},\"events\":{events},\"walker\":{},\"decoder\":{},\"decoder_summary\":{}}}",
+                path.display().to_string(),
+                data.len(),
+                bytes / walk / 1e6,
+                bytes / decode / 1e6,
+                bytes / summarize / 1e6,
+            );
+            continue;
+        }
         println!(
             "{name:<22} {:>9} {events:>8} | {:>8.1} MB/s | {:>8.1} MB/s {:>5.1} ns/ev | {:>8.1} MB/s {:>5.1} ns/ev | {:.2} ms/MB",
             data.len(),

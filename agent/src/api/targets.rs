@@ -1,4 +1,4 @@
-//! `GET /v1/targets`: every target, its collector's state and its ring; departed targets too, while their rings are kept.
+//! `GET /v1/targets`: every target, its collector's state, its ring and its newest window's summary; departed targets too, while their rings are kept.
 
 use std::sync::Arc;
 
@@ -7,6 +7,21 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::bundle::SummaryEntry;
+use crate::ring::window::Window;
+
+/// The newest window's summary, with the window it describes.
+fn newest_summary(w: &Window) -> Value {
+    let (start, end, _) = w.wall_span();
+    let mut v = serde_json::to_value(SummaryEntry::of(&w.summary)).unwrap_or_default();
+    v["window"] = json!({
+        "seq": w.seq,
+        "start": crate::units::rfc3339(start),
+        "end": crate::units::rfc3339(end),
+        "complete": w.is_complete(),
+    });
+    v
+}
 
 pub(super) async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
     let list: Vec<Value> = state
@@ -16,6 +31,7 @@ pub(super) async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
         .map(|(t, status)| {
             let st = Some(status);
             let ring = state.rings.status(&t.name).unwrap_or_default();
+            let newest = state.rings.newest(&t.name);
             json!({
                 "name": t.name,
                 "url": t.public_url(),
@@ -32,6 +48,7 @@ pub(super) async fn targets(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "last_error": st.as_ref().and_then(|s| s.last_error.as_ref()).map(|(at, e)| json!({
                     "at": crate::units::rfc3339(*at), "message": e,
                 })),
+                "summary": newest.as_deref().map(newest_summary),
                 "ring": {
                     "windows": ring.windows,
                     "bytes": ring.stored_bytes,

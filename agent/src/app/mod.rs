@@ -222,7 +222,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         .config_last_reload_success
         .set(crate::units::unix_seconds(SystemTime::now()));
     // Triggers stop as soon as shutdown begins: no new snapshot can start then.
-    let triggers = Triggers::start(&config.triggers.triggers, &gate, &closing, &extra_roots);
+    let triggers = Triggers::start(&config.triggers.triggers, &gate, &rings, &closing, &extra_roots);
     let crash_trigger = deaths.map(|deaths| {
         tokio::spawn(trigger::crash::run(
             deaths,

@@ -6,6 +6,8 @@ use flightrec_proto::prost_types;
 use flightrec_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+use super::SummaryEntry;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub id: String,
@@ -160,6 +162,9 @@ pub struct WindowEntry {
     pub trimmed_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<TailEntry>,
+    /// What the window's events show, or why there is no summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SummaryEntry>,
 }
 
 impl Manifest {
@@ -210,6 +215,7 @@ impl Manifest {
                         generation: t.generation.unwrap_or(0),
                         trace_end_ns: t.trace_end_ns.unwrap_or(0),
                     }),
+                    summary: w.summary.as_ref().map(SummaryEntry::to_proto),
                 })
                 .collect(),
             created_at: self.created_at.clone(),
@@ -273,12 +279,25 @@ impl Manifest {
     /// The window holding the trigger moment (the one to open first), else
     /// the last one. Times share one format, so text order is time order.
     pub fn trigger_window(&self) -> Option<&WindowEntry> {
+        if let Some(w) = self.trace_trigger_window() {
+            return Some(w);
+        }
         let fired = self.trigger.fired_at.as_str();
         self.windows
             .iter()
             .find(|w| w.start.as_str() <= fired && fired <= w.end.as_str())
             .or_else(|| self.windows.iter().find(|w| w.start.as_str() >= fired))
             .or(self.windows.last())
+    }
+
+    /// The window whose summary met a trace trigger's condition: it ended
+    /// before the trigger fired, so it is the one to open first.
+    pub fn trace_trigger_window(&self) -> Option<&WindowEntry> {
+        if self.trigger.kind != "trace" {
+            return None;
+        }
+        let seq = self.trigger.details.pointer("/window/seq")?.as_u64()?;
+        self.windows.iter().find(|w| w.seq == seq)
     }
 
     /// Bytes of every listed file.

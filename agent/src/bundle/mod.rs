@@ -7,12 +7,14 @@
 //! the parent fsynced: it appears whole or not at all.
 
 mod manifest;
+mod summary;
 mod verify;
 mod write;
 
 pub use manifest::{
     CoverageInfo, Ending, FileEntry, FileRole, Listed, Manifest, TailEntry, TargetInfo, Trigger, WindowEntry,
 };
+pub use summary::SummaryEntry;
 pub use verify::{facts, read_manifest, verify, verify_with, FileFacts, WindowCheck};
 pub use write::{sync_dir, BundleMeta, BundleWriter, Death, HashingWriter};
 

@@ -9,8 +9,8 @@ use flightrec_proto::Message;
 use sha2::{Digest, Sha256};
 
 use super::{
-    BundleError, CoverageInfo, Ending, FileEntry, Manifest, TailEntry, TargetInfo, Trigger, WindowEntry,
-    MANIFEST_JSON, MANIFEST_PB,
+    BundleError, CoverageInfo, Ending, FileEntry, Manifest, SummaryEntry, TailEntry, TargetInfo, Trigger,
+    WindowEntry, MANIFEST_JSON, MANIFEST_PB,
 };
 use crate::ring::coverage;
 use crate::ring::window::{Span, Window};
@@ -147,6 +147,7 @@ impl BundleWriter {
                     generation: t.generation,
                     trace_end_ns: t.end_ns,
                 }),
+            summary: Some(SummaryEntry::of(&w.summary)),
         });
         Ok(())
     }

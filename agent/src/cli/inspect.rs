@@ -234,6 +234,7 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             );
         }
     }
+    render_summaries(&mut s, m);
     let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
     let _ = writeln!(s);
     if bad.is_empty() {
@@ -274,6 +275,79 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
         }
     }
     s
+}
+
+/// One line per window of what its trace shows, for a person to scan.
+fn render_summaries(s: &mut String, m: &Manifest) {
+    if m.windows.iter().all(|w| w.summary.is_none()) {
+        return;
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "what the windows show (agent/gotrace/docs/summary.md; latencies in the target's clock)"
+    );
+    let _ = writeln!(
+        s,
+        "  {:>3}  {:>4}  {:<30} {:>10} {:>9} {:>10} {:>10}",
+        "#", "gc", "stw max", "sched p99", "runnable", "goroutines", "heap"
+    );
+    let fired = m.trace_trigger_window().map(|w| w.seq);
+    for (i, w) in m.windows.iter().enumerate() {
+        let Some(summary) = &w.summary else {
+            let _ = writeln!(s, "  {:>3}  -", i + 1);
+            continue;
+        };
+        let mark = if fired == Some(w.seq) {
+            "  <- met the trace trigger's condition"
+        } else {
+            ""
+        };
+        let Some(f) = summary.fields.as_ref().filter(|_| summary.summarised) else {
+            let _ = writeln!(
+                s,
+                "  {:>3}  not summarised ({}): {}",
+                i + 1,
+                summary.reason.as_deref().unwrap_or("?"),
+                summary.why.as_deref().unwrap_or("no reason given")
+            );
+            continue;
+        };
+        let stw = match f.stw_count {
+            0 => "-".to_string(),
+            _ => format!("{} ({})", Nanos(f.stw_max_ns), f.stw_max_reason),
+        };
+        let p99 = match f.sched_latency_samples {
+            0 => "-".to_string(),
+            _ => Nanos(f.sched_latency_p99_ns).to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:>3}  {:>4}  {:<30} {:>10} {:>9} {:>10} {:>10}{mark}",
+            i + 1,
+            f.gc_cycles,
+            stw,
+            p99,
+            f.runnable_max,
+            f.goroutines_max,
+            Bytes(f.heap_max_bytes).to_string()
+        );
+    }
+}
+
+/// A duration in ns, short: `850ns`, `71µs`, `4.1ms`, `1.25s`.
+struct Nanos(u64);
+
+impl std::fmt::Display for Nanos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = self.0;
+        match ns {
+            0..1_000 => write!(f, "{ns}ns"),
+            1_000..1_000_000 => write!(f, "{}µs", ns / 1_000),
+            1_000_000..1_000_000_000 => write!(f, "{:.1}ms", ns as f64 / 1e6),
+            _ => write!(f, "{:.2}s", ns as f64 / 1e9),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -358,5 +432,69 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("PROBLEM previous.log: cannot open"), "{text}");
+    }
+
+    #[test]
+    fn each_window_s_summary_is_one_line_and_a_missing_one_says_why() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let data = |name: &str| {
+            std::fs::read(format!("{}/gotrace/testdata/{name}", env!("CARGO_MANIFEST_DIR")))
+                .expect("testdata")
+        };
+        let gc = data("go1.26-gc.trace");
+        let summary = gotrace::summary::summarize(&gc).expect("a whole trace");
+        let mut entry = serde_json::to_value(bundle::SummaryEntry::of(
+            &crate::ring::window::WindowSummary::Summarised(Box::new(summary.clone())),
+        ))
+        .expect("json");
+        let w1 = put(dir, "0001-20261204T101010.000Z.trace", &gc);
+        let w2 = put(dir, "0002-20261204T101011.000Z.trace", &data("go1.21.trace"));
+        let window = |w: &serde_json::Value, seq: u64, summary: serde_json::Value| {
+            json!({"file": w["file"], "bytes": w["bytes"], "sha256": w["sha256"], "seq": seq,
+                   "start": "2026-12-04T10:10:10Z", "end": "2026-12-04T10:10:11Z", "go_version": "1.26",
+                   "complete": true, "clock": "target", "summary": summary})
+        };
+        let old = json!({"summarised": false, "reason": "old_go",
+                         "why": "not supported: v1 trace (Go 1.21 or older): the header says go 1.21"});
+        entry["stw_max_ns"] = json!(213_235_072u64);
+        entry["stw_max_reason"] = json!("write heap dump");
+        let m: Manifest = serde_json::from_value(json!({
+            "id": "20261204T101012.000Z-svc-0001", "agent_version": "0", "created_at": "2026-12-04T10:10:12Z",
+            "target": {"name": "svc"},
+            "trigger": {"kind": "trace", "reason": "trace: window 41 has stw_max 213.2ms",
+                        "fired_at": "2026-12-04T10:10:11Z", "details": {"window": {"seq": 41}}},
+            "windows": [window(&w1, 41, entry), window(&w2, 42, old)]
+        }))
+        .expect("manifest");
+        std::fs::write(
+            dir.join(bundle::MANIFEST_JSON),
+            serde_json::to_vec(&m).expect("json"),
+        )
+        .expect("write");
+        std::fs::write(dir.join(bundle::MANIFEST_PB), m.to_proto().encode_to_vec()).expect("write");
+        let (text, ok) = inspect(dir, false).expect("inspect");
+        assert!(ok, "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("1 ") && l.contains("write heap dump"))
+            .unwrap_or_else(|| panic!("no summary line for window 1 in:\n{text}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[1], summary.gc_cycles.to_string(), "{line}");
+        assert!(line.contains("213.2ms (write heap dump)"), "{line}");
+        assert!(line.contains(&format!(" {} ", summary.runnable_max)), "{line}");
+        assert!(line.ends_with("<- met the trace trigger's condition"), "{line}");
+        assert!(
+            text.contains("open the window holding the trigger: go tool trace")
+                && text.contains("0001-20261204T101010.000Z.trace\n"),
+            "the window that met the condition is the one to open:\n{text}"
+        );
+        assert!(
+            text.contains("    2  not summarised (old_go): not supported: v1 trace (Go 1.21 or older)"),
+            "{text}"
+        );
+        assert_eq!(Nanos(850).to_string(), "850ns");
+        assert_eq!(Nanos(71_400).to_string(), "71µs");
+        assert_eq!(Nanos(1_250_000_000).to_string(), "1.25s");
     }
 }

@@ -19,6 +19,7 @@ use super::crash::{Crash, Cut, Verdict, Watch};
 use super::events::{self, WindowError};
 use super::process::{Captured, Item, Processor, Reservation};
 use super::status::{SharedStatus, State};
+use super::summarise::Summariser;
 use crate::config::Target;
 use crate::ring::window::{Truncation, Window};
 use crate::ring::Builder;
@@ -134,6 +135,7 @@ impl Collector {
                 status: self.status.clone(),
                 crashes: self.crashes.clone(),
                 prev_end_ns: None,
+                unsummarised: None,
             }
             .run(rx)
             .in_current_span(),
@@ -317,6 +319,13 @@ impl Collector {
             target: self.name.clone(),
             bytes: 0,
         };
+        // The summary is decoded from the blocks the builder seals, off this
+        // loop: all it costs here is a handle and a try_send per MiB.
+        let summariser = self.target.summaries.then(|| {
+            let (s, mut tap) = Summariser::start();
+            builder.on_sealed(move |block| tap.send(block));
+            s
+        });
         let mut overloaded = false;
         let mut truncation = None;
         // The silence limit alone never ends a body that drips a byte now and
@@ -402,6 +411,7 @@ impl Collector {
             builder,
             reservation,
             truncation,
+            summariser,
         })
     }
 

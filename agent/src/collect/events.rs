@@ -5,7 +5,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::crash::{Crash, Cut};
-use crate::ring::window::{Truncation, Window};
+use crate::ring::window::{Truncation, Window, WindowSummary};
 use crate::ring::Eviction;
 use crate::telemetry::{Metrics, TargetThen, TargetVerdict};
 use crate::units::{Bytes, Secs};
@@ -95,6 +95,57 @@ pub fn window_kept(m: &Metrics, w: &Window, received: u64) {
             describe_truncation(t), w.info.generations,
             if w.tail.is_some() { ", and the bytes after them as the window's tail" } else { "" }
         ),
+    }
+}
+
+/// A kept window's summary: added to the target's trace metrics, or, when
+/// there is none, counted with its reason. The reason is logged when it
+/// changes (`last` is the previous window's), so a target on Go 1.21 says
+/// so once, not every window.
+pub(super) fn window_summary(m: &Metrics, w: &Window, last: &mut Option<&'static str>) {
+    let labels = m.target(&w.target);
+    let sm = &m.summaries;
+    match &w.summary {
+        WindowSummary::Summarised(s) => {
+            let secs = |ns: u64| ns as f64 / 1e9;
+            sm.gc_cycles.get_or_create(&labels).inc_by(s.gc_cycles);
+            sm.stw_pauses.get_or_create(&labels).inc_by(s.stw_count);
+            sm.stw_seconds.get_or_create(&labels).inc_by(secs(s.stw_total_ns));
+            sm.gc_assist_seconds
+                .get_or_create(&labels)
+                .inc_by(secs(s.gc_assist_ns));
+            sm.stw_max.get_or_create(&labels).observe(secs(s.stw_max_ns));
+            if s.sched_latency_samples > 0 {
+                sm.sched_latency_p99
+                    .get_or_create(&labels)
+                    .observe(secs(s.sched_latency_p99_ns));
+            }
+            let level = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            sm.goroutines_max
+                .get_or_create(&labels)
+                .set(level(s.goroutines_max));
+            sm.runnable_max.get_or_create(&labels).set(level(s.runnable_max));
+            sm.heap_max.get_or_create(&labels).set(level(s.heap_max_bytes));
+            if last.take().is_some() {
+                info!(target = %w.target, seq = w.seq, "windows are summarised again");
+            }
+            debug!(
+                target = %w.target, seq = w.seq, gc = s.gc_cycles, stw_max = %Secs(Duration::from_nanos(s.stw_max_ns)),
+                sched_p99 = %Secs(Duration::from_nanos(s.sched_latency_p99_ns)), runnable_max = s.runnable_max,
+                goroutines_max = s.goroutines_max, heap = %Bytes(s.heap_max_bytes), "window summarised"
+            );
+        }
+        WindowSummary::NotSummarised { reason, why } => {
+            sm.not_summarised
+                .get_or_create(&m.target_reason(&w.target, reason))
+                .inc();
+            if last.replace(reason) == Some(reason) {
+                debug!(target = %w.target, seq = w.seq, reason, "window not summarised: {why}");
+            } else {
+                info!(target = %w.target, seq = w.seq, reason, "window kept but not summarised: {why} (said again only when the reason changes)");
+            }
+        }
+        WindowSummary::Off => {}
     }
 }
 
@@ -207,5 +258,6 @@ pub(super) fn departed_expired(m: &Metrics, target: &str) {
     m.ring_bytes.remove(&labels);
     m.ring_windows.remove(&labels);
     m.ring_coverage.remove(&labels);
+    m.summaries.forget(&labels);
     info!(%target, "departed target expired: its ring is freed");
 }

@@ -17,6 +17,7 @@ pub mod events;
 mod fleet;
 mod process;
 mod status;
+mod summarise;
 
 pub use collector::{Collector, Outputs};
 pub use crash::{Crash, Then};

@@ -10,10 +10,11 @@ use tokio::sync::mpsc;
 
 use super::crash::Crash;
 use super::events::{self, WindowError};
+use super::summarise::Summariser;
 use crate::config::Compression;
 
 use super::status::SharedStatus;
-use crate::ring::window::{Tail, Truncation, Window};
+use crate::ring::window::{Tail, Truncation, Window, WindowSummary};
 use crate::ring::Builder;
 use crate::ring::Rings;
 use crate::telemetry::Metrics;
@@ -36,6 +37,9 @@ pub(super) struct Captured {
     pub(super) builder: Builder,
     pub(super) reservation: Reservation,
     pub(super) truncation: Option<Truncation>,
+    /// The window's summary being computed from its blocks; `None` when
+    /// summaries are off for the target.
+    pub(super) summariser: Option<Summariser>,
 }
 
 /// Room reserved in the ring for the window being recorded; given back if
@@ -86,6 +90,8 @@ pub(super) struct Processor {
     pub(super) crashes: Option<mpsc::Sender<Box<Crash>>>,
     /// End of the previous window in the target's trace clock, for gaps.
     pub(super) prev_end_ns: Option<u64>,
+    /// Why the previous window had no summary, so a reason is logged once.
+    pub(super) unsummarised: Option<&'static str>,
 }
 
 impl Processor {
@@ -130,6 +136,7 @@ impl Processor {
         }
         self.prev_end_ns = w.info.end_ns();
         events::window_kept(&self.metrics, &w, received);
+        events::window_summary(&self.metrics, &w, &mut self.unsummarised);
         {
             let mut st = self.status.lock();
             st.last_window_at = Some(w.received_at);
@@ -200,6 +207,10 @@ async fn build_window(
         .finish(if tail.is_some() { received } else { keep })
         .await
         .map_err(|e| WindowError::Corrupt(format!("storing the window failed: {e}")))?;
+    let summary = match c.summariser {
+        Some(s) => s.finish(stream_complete, keep).await,
+        None => WindowSummary::Off,
+    };
     let window = Window {
         target: name,
         seq: c.seq,
@@ -212,6 +223,7 @@ async fn build_window(
         tail,
         stored,
         compression,
+        summary,
     };
     Ok((window, c.reservation.into_window()))
 }
@@ -254,9 +266,26 @@ mod tests {
     }
 
     async fn captured(rings: &Arc<Rings>, bytes: &[u8], truncation: Option<Truncation>) -> Captured {
+        summarised(rings, bytes, truncation, Compression::Zstd, false).await
+    }
+
+    /// A window as the read loop captures it, with its summary computed
+    /// from the builder's blocks when `summaries`.
+    async fn summarised(
+        rings: &Arc<Rings>,
+        bytes: &[u8],
+        truncation: Option<Truncation>,
+        compression: Compression,
+        summaries: bool,
+    ) -> Captured {
         let mut walker = Walker::new();
         walker.feed(bytes).expect("a trace");
-        let mut builder = Builder::new(Compression::Zstd);
+        let mut builder = Builder::new(compression);
+        let summariser = summaries.then(|| {
+            let (s, mut tap) = Summariser::start();
+            builder.on_sealed(move |block| tap.send(block));
+            s
+        });
         builder.push(bytes);
         Captured {
             seq: 7,
@@ -270,7 +299,40 @@ mod tests {
                 bytes: 0,
             },
             truncation,
+            summariser,
         }
+    }
+
+    #[tokio::test]
+    async fn a_window_s_summary_comes_from_the_blocks_its_builder_sealed() {
+        let data = testdata("go1.26-gc.trace");
+        let rings = Arc::new(Rings::new(&[], 1 << 30));
+        let want = gotrace::summary::summarize(&data).expect("a whole trace");
+        for compression in [Compression::Zstd, Compression::None] {
+            let c = summarised(&rings, &data, None, compression, true).await;
+            let (w, _) = build_window("t".into(), compression, c).await.expect("kept");
+            assert_eq!(
+                w.summary,
+                WindowSummary::Summarised(Box::new(want.clone())),
+                "{compression:?}"
+            );
+        }
+        // A cut window: the summary of its whole generations, the file's.
+        let data = testdata("go1.22.trace");
+        let cut = data.len() - 1000;
+        let (keep, _) = gotrace::keepable(&data[..cut], false).expect("keepable");
+        let lost = Some(Truncation::Disconnected("connection reset".into()));
+        let c = summarised(&rings, &data[..cut], lost, Compression::Zstd, true).await;
+        let (w, _) = build_window("t".into(), Compression::Zstd, c)
+            .await
+            .expect("kept");
+        let want = gotrace::summary::summarize(&data[..keep]).expect("whole generations");
+        assert_eq!(w.summary, WindowSummary::Summarised(Box::new(want)));
+        // Off for the target: said so.
+        let (w, _) = build_window("t".into(), Compression::Zstd, captured(&rings, &data, None).await)
+            .await
+            .expect("kept");
+        assert_eq!(w.summary, WindowSummary::Off);
     }
 
     fn split(w: &Window) -> (Vec<u8>, Vec<u8>) {

@@ -45,6 +45,8 @@ pub struct KubernetesConfig {
     pub max_age: Duration,
     pub max_bytes: u64,
     pub compression: Compression,
+    /// Whether discovered targets' windows are summarised.
+    pub summaries: bool,
 }
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -71,6 +73,7 @@ impl Default for KubernetesConfig {
             max_age: t.max_age,
             max_bytes: 32 << 20,
             compression: t.compression,
+            summaries: t.summaries,
         }
     }
 }
@@ -135,6 +138,7 @@ pub fn read(root: &mut Table<'_>, problems: &mut Vec<Problem>) -> KubernetesConf
         max_age,
         max_bytes: t.size("max_bytes", d.max_bytes, problems),
         compression,
+        summaries: t.bool("summaries", d.summaries, problems),
     };
     if cfg.interval < Duration::from_secs(1) {
         problems.push(t.problem("interval", "must be at least 1s".into()));

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 mod alertmanager;
+pub mod condition;
 mod crash;
 mod kubernetes;
 mod sections;
@@ -40,7 +41,8 @@ pub use targets::{
     Compression, Target,
 };
 pub use triggers::{
-    LatencyRule, Limits, MetricRule, Rule, Settings as TriggerSettings, TriggerConfig, WebhookConfig,
+    LatencyRule, Limits, MetricRule, Poll, Rule, Settings as TriggerSettings, TraceRule, TriggerConfig,
+    WebhookConfig,
 };
 
 use table::Table;

@@ -46,6 +46,9 @@ pub struct Target {
     pub backoff_max: Duration,
     /// Whether the target's death makes a bundle (with `[crash] enabled`).
     pub crash: bool,
+    /// Whether each window is decoded as it streams in and summarised (GC,
+    /// pauses, scheduling latency), for manifests, metrics and trace triggers.
+    pub summaries: bool,
 }
 
 impl Target {
@@ -100,6 +103,7 @@ pub fn default_target() -> Target {
         read_timeout: default_read_timeout(window),
         backoff_max: Duration::from_secs(30),
         crash: true,
+        summaries: true,
     }
 }
 
@@ -200,6 +204,7 @@ pub(super) fn read_target(mut t: Table<'_>, problems: &mut Vec<Problem>) -> Targ
         problems.push(t.problem("backoff_max", "must be at least 100ms".into()));
     }
     let crash = t.bool("crash", d.crash, problems);
+    let summaries = t.bool("summaries", d.summaries, problems);
     t.finish(problems);
     Target {
         name,
@@ -216,6 +221,7 @@ pub(super) fn read_target(mut t: Table<'_>, problems: &mut Vec<Problem>) -> Targ
         read_timeout,
         backoff_max,
         crash,
+        summaries,
     }
 }
 

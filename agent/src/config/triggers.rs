@@ -1,4 +1,7 @@
 //! Reads `[[triggers]]`, `[webhooks]` and `[trigger_limits]` into typed settings, each problem with its key path.
+//!
+//! A latency or metric trigger polls a URL ([`Poll`]); a trace trigger
+//! judges the summary of each window of its target ([`TraceRule`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -7,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use url::Url;
 
+use crate::config::condition::Condition;
 use crate::config::table::{describe, Table};
 use crate::config::{redact_url, valid_name, Problem, Secret, Target};
 use crate::units::parse_duration;
@@ -34,6 +38,8 @@ pub mod defaults {
     pub const METRIC_MIN_COUNT: u64 = 10;
     pub const METRIC_CONSECUTIVE: u64 = 1;
     pub const METRIC_PATH: &str = "/metrics";
+
+    pub const TRACE_CONSECUTIVE: u64 = 1;
 
     pub const MATCH_LABELS: [&str; 4] = ["service", "pod", "instance", "job"];
     /// Longer than Alertmanager's default `repeat_interval` (4h), so the
@@ -78,10 +84,6 @@ pub struct TriggerConfig {
     /// Names the trigger in logs and metric labels; `<kind>-<target>` unless set.
     pub name: String,
     pub target: String,
-    /// The URL requested every `interval` (probed, or scraped).
-    pub url: Url,
-    pub interval: Duration,
-    pub timeout: Duration,
     pub cooldown: Duration,
     pub rule: Rule,
 }
@@ -91,12 +93,8 @@ impl TriggerConfig {
         match self.rule {
             Rule::Latency(_) => "latency",
             Rule::Metric(_) => "metric",
+            Rule::Trace(_) => "trace",
         }
-    }
-
-    /// The URL without credentials, for logs and manifests.
-    pub fn public_url(&self) -> String {
-        redact_url(&self.url)
     }
 }
 
@@ -104,10 +102,36 @@ impl TriggerConfig {
 pub enum Rule {
     Latency(LatencyRule),
     Metric(MetricRule),
+    Trace(TraceRule),
+}
+
+/// What a latency or metric trigger requests, and how often.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poll {
+    /// The URL requested every `interval` (probed, or scraped).
+    pub url: Url,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Poll {
+    /// The URL without credentials, for logs and manifests.
+    pub fn public_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// A trace trigger: fires on a window whose summary meets `when`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRule {
+    pub when: Condition,
+    /// Windows in a row that must meet it.
+    pub consecutive: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyRule {
+    pub poll: Poll,
     pub threshold: Duration,
     /// Fire when this many probes in a row are slow.
     pub consecutive: Option<u32>,
@@ -121,6 +145,7 @@ pub struct LatencyRule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRule {
+    pub poll: Poll,
     /// The histogram's name, without `_bucket`.
     pub metric: String,
     /// Label equality matchers selecting the series.
@@ -291,20 +316,21 @@ fn read_trigger(
     };
     let cooldown = t.duration("cooldown", limits.cooldown, problems);
     let name = t.string("name", problems);
-    let common = match kind.as_deref() {
+    let rule = match kind.as_deref() {
         Some("latency") => read_latency(&mut t, problems),
         Some("metric") => read_metric(&mut t, target, problems),
+        Some("trace") => read_trace(&mut t, target, problems),
         Some(other) => {
             problems.push(t.problem(
                 "kind",
                 format!(
-                    "{other:?} is not one of \"latency\", \"metric\" (webhooks need no [[triggers]] entry)"
+                    "{other:?} is not one of \"latency\", \"metric\", \"trace\" (webhooks need no [[triggers]] entry)"
                 ),
             ));
             return None;
         }
         None => {
-            problems.push(t.problem("kind", "is required: \"latency\" or \"metric\"".into()));
+            problems.push(t.problem("kind", "is required: \"latency\", \"metric\" or \"trace\"".into()));
             return None;
         }
     };
@@ -320,22 +346,52 @@ fn read_trigger(
         ));
     }
     t.finish(problems);
-    let (rule, url, interval, timeout) = common?;
+    let rule = rule?;
     let (target, name) = (target?, name?);
     Some(TriggerConfig {
         name,
         target: target.name.clone(),
-        url,
-        interval,
-        timeout,
         cooldown,
         rule,
     })
 }
 
-type Common = (Rule, Url, Duration, Duration);
+fn read_trace(t: &mut Table<'_>, target: Option<&Target>, problems: &mut Vec<Problem>) -> Option<Rule> {
+    if let Some(x) = target.filter(|x| !x.summaries) {
+        problems.push(t.problem(
+            "target",
+            format!(
+                "{:?} has summaries off (its `summaries = false`); a trace trigger judges the summaries of its windows",
+                x.name
+            ),
+        ));
+    }
+    let when = match t.string("when", problems) {
+        Some(text) => Condition::parse(&text)
+            .map_err(|why| problems.push(t.problem("when", why)))
+            .ok(),
+        None => {
+            problems.push(
+                t.problem(
+                    "when",
+                    "is required: a window summary field, an operator and a value, e.g. \"stw_max > 10ms\""
+                        .into(),
+                ),
+            );
+            None
+        }
+    };
+    let consecutive = t.uint("consecutive", defaults::TRACE_CONSECUTIVE, problems);
+    if consecutive == 0 || consecutive > 10_000 {
+        problems.push(t.problem("consecutive", "must be between 1 and 10000".into()));
+    }
+    Some(Rule::Trace(TraceRule {
+        when: when?,
+        consecutive: consecutive.clamp(1, 10_000) as u32,
+    }))
+}
 
-fn read_latency(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> Option<Common> {
+fn read_latency(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
     let url = required_url(t, "url", problems);
     let threshold = required_duration(t, "threshold", problems);
     let interval = t.duration("interval", defaults::LATENCY_INTERVAL, problems);
@@ -374,6 +430,11 @@ fn read_latency(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> Option<Common
         ));
     }
     let rule = LatencyRule {
+        poll: Poll {
+            url: url?,
+            interval,
+            timeout,
+        },
         threshold,
         consecutive: consecutive.map(|c| c.min(10_000) as u32),
         quantile,
@@ -381,10 +442,10 @@ fn read_latency(t: &mut Table<'_>, problems: &mut Vec<Problem>) -> Option<Common
         errors_count_as_slow,
         timeouts_count_as_slow,
     };
-    Some((Rule::Latency(rule), url?, interval, timeout))
+    Some(Rule::Latency(rule))
 }
 
-fn read_metric(t: &mut Table<'_>, target: Option<&Target>, problems: &mut Vec<Problem>) -> Option<Common> {
+fn read_metric(t: &mut Table<'_>, target: Option<&Target>, problems: &mut Vec<Problem>) -> Option<Rule> {
     let url = match t.get("url") {
         Some(_) => required_url(t, "url", problems),
         // The pprof port often serves /metrics too (it does in the Go
@@ -430,6 +491,11 @@ fn read_metric(t: &mut Table<'_>, target: Option<&Target>, problems: &mut Vec<Pr
         problems.push(t.problem("consecutive", "must be between 1 and 10000".into()));
     }
     let rule = MetricRule {
+        poll: Poll {
+            url: url?,
+            interval,
+            timeout,
+        },
         metric: metric?,
         matchers,
         quantile: q,
@@ -437,7 +503,7 @@ fn read_metric(t: &mut Table<'_>, target: Option<&Target>, problems: &mut Vec<Pr
         min_count,
         consecutive: consecutive.clamp(1, 10_000) as u32,
     };
-    Some((Rule::Metric(rule), url?, interval, timeout))
+    Some(Rule::Metric(rule))
 }
 
 fn required_url(t: &mut Table<'_>, key: &str, problems: &mut Vec<Problem>) -> Option<Url> {
@@ -559,12 +625,12 @@ mod tests {
         assert_eq!(s.triggers.len(), 1);
         let t = &s.triggers[0];
         assert_eq!(t.name, "latency-checkout");
-        assert_eq!(t.interval, Duration::from_millis(500));
         assert_eq!(t.cooldown, Duration::from_secs(60));
-        assert_eq!(t.timeout, Duration::from_secs(1), "max(2 x threshold, 1s)");
         let Rule::Latency(r) = &t.rule else {
             panic!("latency rule")
         };
+        assert_eq!(r.poll.interval, Duration::from_millis(500));
+        assert_eq!(r.poll.timeout, Duration::from_secs(1), "max(2 x threshold, 1s)");
         assert_eq!(r.consecutive, Some(3));
         assert_eq!(r.quantile, None);
         assert_eq!(r.samples, 20);
@@ -590,11 +656,11 @@ mod tests {
         ))
         .expect("valid");
         let t = &c.triggers.triggers[0];
-        assert_eq!(t.url.as_str(), "http://127.0.0.1:6060/metrics");
         assert_eq!(t.cooldown, Duration::from_secs(120), "from [trigger_limits]");
         let Rule::Metric(r) = &t.rule else {
             panic!("metric rule")
         };
+        assert_eq!(r.poll.url.as_str(), "http://127.0.0.1:6060/metrics");
         assert_eq!(r.metric, "http_request_duration_seconds");
         assert_eq!(r.matchers.get("handler").map(String::as_str), Some("slow"));
         assert!((r.quantile - 0.9).abs() < 1e-12);
@@ -620,7 +686,7 @@ mod tests {
             panic!("latency")
         };
         assert_eq!((r.consecutive, r.quantile, r.samples), (None, Some(0.5), 5));
-        assert_eq!(c.triggers.triggers[0].timeout, Duration::from_secs(2));
+        assert_eq!(r.poll.timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -662,6 +728,71 @@ mod tests {
             "triggers[1].threshold: \"soon\" is neither a number nor a duration",
             "triggers[1].treshold: unknown key",
             "triggers[2].kind: \"webhook\" is not one of",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn a_trace_trigger_reads_its_condition_in_the_field_s_unit() {
+        let c = load(&format!(
+            "{TARGET}
+            [[triggers]]
+            kind = \"trace\"
+            target = \"checkout\"
+            when = \"stw_max > 10ms\"
+            cooldown = \"60s\"
+            "
+        ))
+        .expect("valid");
+        let t = &c.triggers.triggers[0];
+        assert_eq!((t.name.as_str(), t.kind()), ("trace-checkout", "trace"));
+        let Rule::Trace(r) = &t.rule else {
+            panic!("trace rule")
+        };
+        assert_eq!(
+            (r.when.field.name, r.when.threshold, r.consecutive),
+            ("stw_max_ns", 10e6, 1)
+        );
+    }
+
+    #[test]
+    fn every_trace_trigger_problem_names_its_key() {
+        let err = load(&format!(
+            "{TARGET}
+            summaries = false
+            [[targets]]
+            name = \"other\"
+            [[triggers]]
+            kind = \"trace\"
+            target = \"checkout\"
+            when = \"stw_mux > 10ms\"
+            [[triggers]]
+            kind = \"trace\"
+            target = \"other\"
+            when = \"stw_max => 10ms\"
+            url = \"http://127.0.0.1:1/\"
+            [[triggers]]
+            kind = \"trace\"
+            target = \"other\"
+            name = \"t3\"
+            when = \"runnable_max > many\"
+            consecutive = 0
+            [[triggers]]
+            kind = \"trace\"
+            target = \"other\"
+            name = \"t4\"
+            "
+        ))
+        .unwrap_err();
+        for want in [
+            "triggers[0].target: \"checkout\" has summaries off",
+            "triggers[0].when: \"stw_mux > 10ms\": \"stw_mux\" is not a window summary field; one of: events, gc_cycles,",
+            "triggers[1].when: \"stw_max => 10ms\": \"=>\" is not an operator",
+            "triggers[1].url: unknown key",
+            "triggers[2].when: \"runnable_max > many\": \"many\" is not a number",
+            "triggers[2].consecutive: must be between 1 and 10000",
+            "triggers[3].when: is required",
         ] {
             assert!(err.contains(want), "missing {want:?} in:\n{err}");
         }

@@ -115,6 +115,7 @@ pub fn target_of(cfg: &KubernetesConfig, p: &Pod) -> Result<Option<Target>, Stri
     t.max_windows = default_max_windows(cfg.window, cfg.max_age);
     t.read_timeout = default_read_timeout(cfg.window);
     t.compression = cfg.compression;
+    t.summaries = cfg.summaries;
     t.labels.insert("namespace".into(), ns.to_string());
     t.labels.insert("pod".into(), pod.to_string());
     t.labels.insert("node".into(), cfg.node.clone());

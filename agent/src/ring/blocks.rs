@@ -80,8 +80,10 @@ fn recycle(mut block: BytesMut) {
     }
 }
 
-/// Gives a block's memory back to the pool if nothing else holds it.
-pub(super) fn give_back(block: Bytes) {
+/// Gives a block's memory back to the pool if nothing else holds it. A
+/// raw block is shared by its compression and any reader of
+/// [`Builder::on_sealed`]: whichever lets go last gives it back.
+pub fn give_back(block: Bytes) {
     if let Ok(m) = block.try_into_mut() {
         recycle(m);
     }
@@ -102,7 +104,12 @@ pub struct Builder {
     /// Raw blocks of windows evicted to make room for this one, used before
     /// any new memory.
     pub(super) spare: Vec<BytesMut>,
+    /// Told of every raw block as it is sealed.
+    on_sealed: Option<OnSealed>,
 }
+
+/// A reader of raw blocks as they are sealed (see [`Builder::on_sealed`]).
+type OnSealed = Box<dyn FnMut(&Bytes) + Send>;
 
 impl Builder {
     pub fn new(compression: Compression) -> Self {
@@ -112,7 +119,16 @@ impl Builder {
             sealed: Vec::new(),
             raw_len: 0,
             spare: Vec::new(),
+            on_sealed: None,
         }
+    }
+
+    /// Hands `f` every block of raw bytes as it is sealed, in stream order (a
+    /// `Bytes` handle on the block, not a copy), so a reader beside the ring
+    /// sees the stream without the read loop copying it twice. The last one
+    /// comes from [`Builder::finish`], which then drops `f`.
+    pub fn on_sealed(&mut self, f: impl FnMut(&Bytes) + Send + 'static) {
+        self.on_sealed = Some(Box::new(f));
     }
 
     /// Takes the raw blocks of windows evicted to make room for this one.
@@ -159,6 +175,11 @@ impl Builder {
         }
         let open = std::mem::take(&mut self.open);
         let len = open.len();
+        let mut tell = |raw: &Bytes| {
+            if let Some(f) = self.on_sealed.as_mut() {
+                f(raw);
+            }
+        };
         let block = match self.compression {
             // A short last block would hold a whole block's memory in the
             // ring (all of it resident, if it came from the pool): keep a
@@ -166,11 +187,17 @@ impl Builder {
             Compression::None if len < BLOCK / 2 => {
                 let exact = Bytes::copy_from_slice(&open);
                 recycle(open);
+                tell(&exact);
                 Block::Ready(exact)
             }
-            Compression::None => Block::Ready(open.freeze()),
+            Compression::None => {
+                let raw = open.freeze();
+                tell(&raw);
+                Block::Ready(raw)
+            }
             Compression::Zstd => {
                 let raw = open.freeze();
+                tell(&raw);
                 Block::Compressing(tokio::task::spawn_blocking(move || {
                     let out = compress(&raw);
                     give_back(raw);
@@ -226,6 +253,8 @@ impl Builder {
     /// Waits for every block and cuts the stream to its first `keep` bytes.
     pub async fn finish(mut self, keep: usize) -> io::Result<Vec<Bytes>> {
         self.seal();
+        // The reader has had every block: let it know at once.
+        self.on_sealed = None;
         for b in self.spare.drain(..) {
             recycle(b);
         }

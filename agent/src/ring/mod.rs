@@ -13,7 +13,7 @@
 mod blocks;
 pub mod window;
 
-pub use blocks::{compress, Builder, BLOCK};
+pub use blocks::{compress, give_back, Builder, BLOCK};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -314,6 +314,20 @@ impl Rings {
         })
     }
 
+    /// The newest window in the target's ring.
+    pub fn newest(&self, target: &str) -> Option<Arc<Window>> {
+        let mut inner = self.inner.lock();
+        inner.rings.get_mut(target)?.windows.last().cloned()
+    }
+
+    /// Every window put in the target's ring from now on, as it arrives
+    /// (the feed snapshots record their post-trigger part from). `None` for
+    /// an unknown target; the feed closes when the target's ring goes.
+    pub fn watch(&self, target: &str) -> Option<broadcast::Receiver<Arc<Window>>> {
+        let inner = self.inner.lock();
+        Some(inner.rings.get(target)?.feed.subscribe())
+    }
+
     pub fn capacity(&self, target: &str) -> Option<usize> {
         let inner = self.inner.lock();
         Some(inner.rings.get(target)?.windows.capacity().get())
@@ -419,6 +433,7 @@ mod tests {
             raw_len: bytes as u64,
             stored: vec![Bytes::from(vec![0u8; bytes])],
             compression: Compression::None,
+            summary: crate::ring::window::WindowSummary::Off,
         })
     }
 

@@ -1,4 +1,4 @@
-//! A captured trace window: its bytes as held in memory (see `blocks`) and what validation learned.
+//! A captured trace window: its bytes as held in memory (see `blocks`), what validation learned, and its summary.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::blocks::{decompress, give_back};
 use crate::config::Compression;
+use gotrace::summary::Summary;
 use gotrace::TraceInfo;
 
 /// Why a window's stream ended before the target finished it.
@@ -82,6 +83,42 @@ pub struct Window {
     /// the stream as received.
     pub stored: Vec<Bytes>,
     pub compression: Compression,
+    /// What the window's events looked like (GC, pauses, scheduling).
+    pub summary: WindowSummary,
+}
+
+/// A window's summary ([`gotrace::summary`]), computed while it streamed in,
+/// or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSummary {
+    /// Summaries are off for the target (`targets[].summaries = false`).
+    Off,
+    /// The summary of exactly the events Go's parser reads in the window's
+    /// trace (its whole generations, for a cut window).
+    Summarised(Box<Summary>),
+    /// Not summarised, and why: a Go <= 1.21 trace (`reason` `old_go`),
+    /// events the decoder rejects (`rejected`), a window the decoder could
+    /// not keep up with (`behind`) or hold (`too_large`), or a decoder
+    /// failure (`failed`). `reason` is a metric label, `why` words.
+    NotSummarised { reason: &'static str, why: String },
+}
+
+impl WindowSummary {
+    pub fn get(&self) -> Option<&Summary> {
+        match self {
+            WindowSummary::Summarised(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Why there is no summary; `None` when there is one.
+    pub fn missing(&self) -> Option<&str> {
+        match self {
+            WindowSummary::Off => Some("summaries are off for this target (targets[].summaries = false)"),
+            WindowSummary::Summarised(_) => None,
+            WindowSummary::NotSummarised { why, .. } => Some(why),
+        }
+    }
 }
 
 /// What a cut stream held after its last whole generation, kept when the
@@ -253,6 +290,7 @@ mod tests {
             tail: None,
             stored: blocks,
             compression,
+            summary: WindowSummary::Off,
         };
         let mut out = Vec::new();
         w.write_trace(&mut out).expect("write");
@@ -301,6 +339,7 @@ mod tests {
                 tail: None,
                 stored: b.finish(data.len()).await.expect("finish"),
                 compression: Compression::None,
+                summary: WindowSummary::Off,
             };
             Arc::new(w)
         };
@@ -368,6 +407,7 @@ mod tests {
                     }),
                     stored: b.finish(data.len()).await.expect("finish"),
                     compression,
+                    summary: WindowSummary::Off,
                 };
                 let (mut trace, mut tail) = (Vec::new(), Vec::new());
                 w.write_split(&mut trace, &mut tail).expect("write");

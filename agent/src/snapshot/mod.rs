@@ -42,6 +42,7 @@ pub enum TriggerKind {
     Alertmanager,
     Grafana,
     Crash,
+    Trace,
 }
 
 impl TriggerKind {
@@ -53,6 +54,7 @@ impl TriggerKind {
             TriggerKind::Alertmanager => "alertmanager",
             TriggerKind::Grafana => "grafana",
             TriggerKind::Crash => "crash",
+            TriggerKind::Trace => "trace",
         }
     }
 }

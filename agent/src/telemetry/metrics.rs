@@ -147,6 +147,8 @@ pub struct Metrics {
     pub triggers: super::triggers::TriggerMetrics,
     /// Deaths, cut streams and departed targets.
     pub lifecycle: super::lifecycle::LifecycleMetrics,
+    /// What the targets' window summaries show.
+    pub summaries: super::summaries::SummaryMetrics,
     /// Snapshots refused because the spool is full of undelivered bundles.
     pub snapshots_refused: Family<KindReason, Counter>,
     pub spool_bytes: Gauge,
@@ -201,6 +203,7 @@ impl Metrics {
             config_last_reload_success: FloatGauge::default(),
             triggers: Default::default(),
             lifecycle: Default::default(),
+            summaries: Default::default(),
             snapshots_refused: Family::default(),
             spool_bytes: Gauge::default(),
             spool_bundles: Gauge::default(),
@@ -350,6 +353,7 @@ impl Metrics {
         );
         m.triggers.register(&mut registry);
         m.lifecycle.register(&mut registry);
+        m.summaries.register(&mut registry);
         registry.register(
             "snapshots_refused",
             "Snapshots refused because the spool quota is taken by undelivered bundles",

@@ -7,10 +7,12 @@
 mod lifecycle;
 mod metrics;
 mod process;
+mod summaries;
 pub mod systemd;
 mod triggers;
 
 pub use lifecycle::*;
 pub use metrics::*;
 pub use process::{max_fds, rusage, Freshness};
+pub use summaries::SummaryMetrics;
 pub use triggers::*;

@@ -141,6 +141,20 @@ pub fn probe(m: &Metrics, trigger: &str, target: &str, latency: Duration) {
     observed(m, trigger, target, latency.as_secs_f64());
 }
 
+/// A trace trigger fell behind the ring's feed: `missed` windows went by
+/// unjudged (the run of `consecutive` starts again).
+pub fn trace_windows_missed(m: &Metrics, trigger: &str, target: &str, missed: u64) {
+    m.triggers
+        .errors
+        .get_or_create(&TriggerTargetReason {
+            trigger: trigger.into(),
+            target: target.into(),
+            reason: "lagged".into(),
+        })
+        .inc();
+    warn!(%trigger, %target, missed, "trace trigger fell behind the ring: {missed} windows went by unjudged");
+}
+
 /// How often a trigger whose requests keep failing says so again.
 const REPEAT_LOG: Duration = Duration::from_secs(60);
 

@@ -16,7 +16,7 @@ use tracing::{error, info};
 
 use super::events::{self, ErrorLog, Suppressed};
 use super::gate::{Gate, Outcome as GateOutcome};
-use crate::config::{LatencyRule, TriggerConfig};
+use crate::config::{LatencyRule, Poll, TriggerConfig};
 use crate::snapshot::{Firing, SnapshotError, TriggerKind};
 use crate::units::rfc3339;
 use crate::units::Secs;
@@ -165,15 +165,15 @@ impl Detector {
             .collect();
         json!({
             "trigger": cfg.name,
-            "url": cfg.public_url(),
+            "url": r.poll.public_url(),
             "rule": held.rule,
             "threshold_ms": r.threshold.as_secs_f64() * 1e3,
             "consecutive": r.consecutive,
             "quantile": r.quantile,
             "samples": r.samples,
             "observed_ms": held.observed.is_finite().then_some(held.observed * 1e3),
-            "interval_ms": cfg.interval.as_secs_f64() * 1e3,
-            "timeout_ms": cfg.timeout.as_secs_f64() * 1e3,
+            "interval_ms": r.poll.interval.as_secs_f64() * 1e3,
+            "timeout_ms": r.poll.timeout.as_secs_f64() * 1e3,
             "errors_count_as_slow": r.errors_count_as_slow,
             "timeouts_count_as_slow": r.timeouts_count_as_slow,
             "probes": probes,
@@ -218,15 +218,16 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let metrics = gate.metrics().clone();
-    let url = cfg.public_url();
-    info!(trigger = %cfg.name, target = %cfg.target, url = %url, interval = %Secs(cfg.interval), threshold = %Secs(rule.threshold), "latency trigger probing");
+    let poll = rule.poll.clone();
+    let url = poll.public_url();
+    info!(trigger = %cfg.name, target = %cfg.target, url = %url, interval = %Secs(poll.interval), threshold = %Secs(rule.threshold), "latency trigger probing");
     let mut detector = Detector::new(rule);
     let mut errors = ErrorLog::new(&cfg.name, &cfg.target);
     // After a snapshot (or a suppression) the rule is not judged again until
     // the cooldown is over: a long incident makes one bundle per cooldown,
     // not a stream of suppressed attempts.
     let mut quiet_until: Option<Instant> = None;
-    let mut tick = tokio::time::interval(cfg.interval);
+    let mut tick = tokio::time::interval(poll.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -234,7 +235,7 @@ pub async fn run(
             _ = stop.cancelled() => return,
         }
         let probe = tokio::select! {
-            p = probe_once(&client, &cfg) => p,
+            p = probe_once(&client, &poll) => p,
             _ = stop.cancelled() => return,
         };
         match &probe.outcome {
@@ -247,7 +248,7 @@ pub async fn run(
                 errors.failed(
                     &metrics,
                     "timeout",
-                    &format!("probe of {url} got no answer within {}", Secs(cfg.timeout)),
+                    &format!("probe of {url} got no answer within {}", Secs(poll.timeout)),
                 );
             }
             Outcome::Error { reason, message } => {
@@ -282,10 +283,10 @@ pub async fn run(
     }
 }
 
-async fn probe_once(client: &reqwest::Client, cfg: &TriggerConfig) -> Probe {
+async fn probe_once(client: &reqwest::Client, poll: &Poll) -> Probe {
     let at = SystemTime::now();
     let started = Instant::now();
-    let outcome = match client.get(cfg.url.clone()).send().await {
+    let outcome = match client.get(poll.url.clone()).send().await {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
             let mut read = 0usize;
@@ -353,6 +354,11 @@ mod tests {
 
     fn rule(consecutive: Option<u32>, quantile: Option<f64>, samples: usize) -> LatencyRule {
         LatencyRule {
+            poll: Poll {
+                url: url::Url::parse("http://user:pw@127.0.0.1:1/slow").expect("url"),
+                interval: Duration::from_millis(100),
+                timeout: Duration::from_secs(1),
+            },
             threshold: Duration::from_millis(200),
             consecutive,
             quantile,
@@ -499,9 +505,6 @@ mod tests {
         TriggerConfig {
             name: "latency-x".into(),
             target: "x".into(),
-            url: url::Url::parse("http://user:pw@127.0.0.1:1/slow").expect("url"),
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(1),
             cooldown: Duration::from_secs(60),
             rule: crate::config::Rule::Latency(rule(Some(2), None, 3)),
         }

@@ -19,7 +19,7 @@ use super::events::{self, ErrorLog, Suppressed};
 use super::gate::{Gate, Outcome as GateOutcome};
 use super::latency::source_chain;
 use super::promtext;
-use crate::config::{MetricRule, TriggerConfig};
+use crate::config::{MetricRule, Poll, TriggerConfig};
 use crate::snapshot::{Firing, SnapshotError, TriggerKind};
 use crate::units::{Bytes, Secs};
 
@@ -165,14 +165,14 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let metrics = gate.metrics().clone();
-    let url = cfg.public_url();
+    let url = rule.poll.public_url();
     let sel = selector(&rule);
-    info!(trigger = %cfg.name, target = %cfg.target, url = %url, series = %sel, interval = %Secs(cfg.interval), "metric trigger scraping");
+    info!(trigger = %cfg.name, target = %cfg.target, url = %url, series = %sel, interval = %Secs(rule.poll.interval), "metric trigger scraping");
     let mut errors = ErrorLog::new(&cfg.name, &cfg.target);
     let mut prev: Option<(Series, Instant)> = None;
     let mut streak = 0u32;
     let mut quiet_until: Option<Instant> = None;
-    let mut tick = tokio::time::interval(cfg.interval);
+    let mut tick = tokio::time::interval(rule.poll.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -180,7 +180,7 @@ pub async fn run(
             _ = stop.cancelled() => return,
         }
         let text = tokio::select! {
-            t = scrape(&client, &cfg) => t,
+            t = scrape(&client, &rule.poll) => t,
             _ = stop.cancelled() => return,
         };
         let text = match text {
@@ -275,9 +275,9 @@ pub async fn run(
     }
 }
 
-async fn scrape(client: &reqwest::Client, cfg: &TriggerConfig) -> Result<String, (&'static str, String)> {
+async fn scrape(client: &reqwest::Client, poll: &Poll) -> Result<String, (&'static str, String)> {
     let mut resp = client
-        .get(cfg.url.clone())
+        .get(poll.url.clone())
         // The classic text format: every client library serves it.
         .header(reqwest::header::ACCEPT, "text/plain;version=0.0.4")
         .send()
@@ -322,6 +322,11 @@ mod tests {
 
     fn rule(matchers: &[(&str, &str)]) -> MetricRule {
         MetricRule {
+            poll: Poll {
+                url: url::Url::parse("http://127.0.0.1:1/metrics").expect("url"),
+                interval: std::time::Duration::from_secs(15),
+                timeout: std::time::Duration::from_secs(5),
+            },
             metric: "req_seconds".into(),
             matchers: matchers
                 .iter()
