@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use crate::frame::BatchHeader;
 use crate::gosort::sort_func;
 use crate::header::GoVersion;
-use crate::order::SchedCtx;
+use crate::sched::SchedCtx;
 use crate::spec::*;
 use crate::tables::{Stacks, Strings};
 

@@ -158,6 +158,7 @@ mod order_goroutines;
 mod order_procs;
 mod order_ranges;
 mod resources;
+mod sched;
 mod spec;
 mod structural;
 pub mod summary;

@@ -12,11 +12,9 @@
 use rustc_hash::FxHashMap;
 
 use crate::generation::Generation;
+pub(crate) use crate::sched::{SchedCtx, NO_GOROUTINE, NO_PROC, NO_THREAD};
 use crate::spec::*;
 
-pub(crate) const NO_GOROUTINE: i64 = -1;
-pub(crate) const NO_PROC: i64 = -1;
-pub(crate) const NO_THREAD: i64 = -1;
 /// Go's `NoTask`.
 pub(crate) const NO_TASK: u64 = u64::MAX;
 
@@ -71,22 +69,6 @@ pub(crate) const PROC_STATUS_TO_STATE: [u8; 5] = [
     proc_state::RUNNING,
     proc_state::IDLE,
 ];
-
-/// The goroutine, P and thread an event happened on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SchedCtx {
-    pub(crate) g: i64,
-    pub(crate) p: i64,
-    pub(crate) m: i64,
-}
-
-impl SchedCtx {
-    pub(crate) const NONE: SchedCtx = SchedCtx {
-        g: NO_GOROUTINE,
-        p: NO_PROC,
-        m: NO_THREAD,
-    };
-}
 
 /// An event as the ordering holds it: Go's `baseEvent` plus its context
 /// and where its bytes are in the stream.

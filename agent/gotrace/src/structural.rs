@@ -4,7 +4,7 @@
 
 use crate::generation::{err, ClockReading, CpuSample, GenError, Generation};
 use crate::header::GoVersion;
-use crate::order::SchedCtx;
+use crate::sched::SchedCtx;
 use crate::spec::*;
 use crate::tables::FrameIds;
 
