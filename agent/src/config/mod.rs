@@ -20,11 +20,13 @@ mod alertmanager;
 pub mod condition;
 mod crash;
 mod kubernetes;
+mod rules;
 mod sections;
 mod sinks;
 pub mod table;
 mod targets;
 mod triggers;
+mod webhooks;
 
 pub use crate::secret::Secret;
 pub use alertmanager::AlertmanagerConfig;
