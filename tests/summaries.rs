@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -38,25 +37,6 @@ const FIELDS: [&str; 19] = [
     "gomaxprocs",
 ];
 
-/// What the Go oracle says of each file, in order.
-fn oracle(files: &[PathBuf]) -> Vec<Value> {
-    let out = Command::new(fixture_bin("tracesummary"))
-        .args(files)
-        .output()
-        .expect("run tracesummary");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("tracesummary prints JSON lines"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        files.len(),
-        "tracesummary: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lines
-}
-
 fn n(v: &Value, field: &str) -> u64 {
     v[field].as_u64().unwrap_or(0)
 }
@@ -70,7 +50,7 @@ fn check_bundle(dir: &Path, target: &str) -> (Vec<Value>, usize) {
         .iter()
         .map(|w| dir.join(w["file"].as_str().expect("file")))
         .collect();
-    let go = oracle(&files);
+    let go = tracesummary(&files);
     let mut compared = Vec::new();
     for (w, go) in windows.iter().zip(&go) {
         let file = w["file"].as_str().unwrap_or_default();

@@ -10,32 +10,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use gotrace::summary::{Summarizer, Summary};
 use gotrace::{DecodeError, Decoder};
 use serde_json::Value;
-
-/// What the Go oracle says of each file, by file path.
-fn oracle(files: &[PathBuf]) -> Vec<Value> {
-    let out = Command::new(fixture_bin("tracesummary"))
-        .args(files)
-        .output()
-        .expect("run tracesummary");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("tracesummary prints JSON lines"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        files.len(),
-        "tracesummary: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lines
-}
 
 /// FNV-1a 64 (Go's `hash/fnv` New64a) of every event's text and a newline.
 fn fnv(h: &mut u64, bytes: &[u8]) {
@@ -198,7 +178,7 @@ fn live_windows_summarise_exactly_as_go_s_parser_does() {
     let recorded = record(dir.path());
     let cases = cases();
     let paths: Vec<PathBuf> = recorded.iter().map(|(_, p)| p.clone()).collect();
-    let go = oracle(&paths);
+    let go = tracesummary(&paths);
     for ((case, path), go) in recorded.iter().zip(&go) {
         let c = &cases[*case];
         let name = path
@@ -283,7 +263,7 @@ fn corrupted_windows_fail_where_go_s_parser_fails() {
         std::fs::write(&path, &bad).expect("write");
         files.push(path);
     }
-    let go = oracle(&files);
+    let go = tracesummary(&files);
     let (mut rejected, mut cut) = (0, 0);
     for (path, go) in files.iter().zip(&go) {
         let data = std::fs::read(path).expect("read");

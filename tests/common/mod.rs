@@ -55,6 +55,26 @@ pub fn fixture_bin(name: &str) -> PathBuf {
     p
 }
 
+/// What Go's parser says of each trace file, in order: one JSON summary
+/// each, from `tests/go/cmd/tracesummary` (golang.org/x/exp/trace).
+pub fn tracesummary(files: &[PathBuf]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(fixture_bin("tracesummary"))
+        .args(files)
+        .output()
+        .expect("run tracesummary");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("tracesummary prints JSON lines"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        files.len(),
+        "tracesummary: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout`
 /// saying what was awaited.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

@@ -1,6 +1,6 @@
 //! The gate between automatic triggers and snapshots: per-target cooldown, a global rate limit, webhook dedupe.
 //!
-//! Every automatic trigger (latency, metric, webhooks, crash) goes through
+//! Every automatic trigger (latency, metric, trace, alerts, crash) goes through
 //! [`Gate::fire`]; a person's snapshot (API, CLI) does not, and leaves no
 //! trace here either. Deciding and firing happen under one lock, so two
 //! webhooks arriving together cannot both slip through a cooldown.
@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tracing::error;
 
 use super::events::{self, Suppressed};
-use crate::config::Limits;
+use crate::config::{Limits, TriggerConfig};
 use crate::snapshot::{Firing, Scope, SnapshotError, Snapshots};
 use crate::telemetry::Metrics;
 
@@ -90,6 +91,26 @@ impl Gate {
         drop(state);
         events::fired(&self.metrics, kind, target, &reason, &ids);
         Ok(Outcome::Started(ids))
+    }
+
+    /// [`Gate::fire`] for a trigger that judges on its own clock (latency,
+    /// metric, trace): `Some(until)` is how long it stays quiet (the cooldown
+    /// it started or the one the gate says remains, `None` when nothing holds
+    /// it back); `None` means it stops, the agent shutting down or the target
+    /// unable to snapshot (logged here).
+    pub fn fire_polled(&self, cfg: &TriggerConfig, firing: Firing) -> Option<Option<Instant>> {
+        let now = Instant::now();
+        match self.fire(&cfg.target, cfg.cooldown, firing) {
+            Ok(Outcome::Started(_)) => Some(Some(now + cfg.cooldown)),
+            Ok(Outcome::Suppressed(Suppressed::Cooldown { remaining })) => Some(Some(now + remaining)),
+            Ok(Outcome::Suppressed(Suppressed::RateLimit { retry_in })) => Some(Some(now + retry_in)),
+            Ok(Outcome::Suppressed(Suppressed::Duplicate)) => Some(None),
+            Err(SnapshotError::ShuttingDown) => None,
+            Err(e) => {
+                error!(trigger = %cfg.name, error = %e, "trigger cannot snapshot its target; this trigger is off");
+                None
+            }
+        }
     }
 
     /// True the first time `key` is seen, or when it was last seen more than

@@ -12,12 +12,12 @@ use ringbuf::traits::Observer;
 use ringbuf::HeapRb;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
-use super::events::{self, ErrorLog, Suppressed};
-use super::gate::{Gate, Outcome as GateOutcome};
+use super::events::{self, ErrorLog};
+use super::gate::Gate;
 use crate::config::{LatencyRule, Poll, TriggerConfig};
-use crate::snapshot::{Firing, SnapshotError, TriggerKind};
+use crate::snapshot::{Firing, TriggerKind};
 use crate::units::rfc3339;
 use crate::units::Secs;
 
@@ -268,18 +268,10 @@ pub async fn run(
             details: detector.details(&cfg, &held),
             post_trigger: None,
         };
-        let now = Instant::now();
-        quiet_until = match gate.fire(&cfg.target, cfg.cooldown, firing) {
-            Ok(GateOutcome::Started(_)) => Some(now + cfg.cooldown),
-            Ok(GateOutcome::Suppressed(Suppressed::Cooldown { remaining })) => Some(now + remaining),
-            Ok(GateOutcome::Suppressed(Suppressed::RateLimit { retry_in })) => Some(now + retry_in),
-            Ok(GateOutcome::Suppressed(Suppressed::Duplicate)) => None,
-            Err(SnapshotError::ShuttingDown) => return,
-            Err(e) => {
-                error!(trigger = %cfg.name, error = %e, "latency trigger cannot snapshot its target; this trigger is off");
-                return;
-            }
-        };
+        match gate.fire_polled(&cfg, firing) {
+            Some(q) => quiet_until = q,
+            None => return,
+        }
     }
 }
 

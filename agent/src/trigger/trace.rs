@@ -12,15 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
-use super::events::{self, Suppressed};
-use super::gate::{Gate, Outcome as GateOutcome};
+use super::events::{self};
+use super::gate::Gate;
 use crate::config::condition::Unit;
 use crate::config::{TraceRule, TriggerConfig};
 use crate::ring::window::Window;
 use crate::ring::Rings;
-use crate::snapshot::{Firing, SnapshotError, TriggerKind};
+use crate::snapshot::{Firing, TriggerKind};
 
 /// How often to look for a target's ring that is not there yet (or any
 /// more: it departed and expired, and may come back).
@@ -73,18 +73,10 @@ pub async fn run(
                 details: judge.details(&cfg, &w, observed),
                 post_trigger: None,
             };
-            let now = Instant::now();
-            quiet_until = match gate.fire(&cfg.target, cfg.cooldown, firing) {
-                Ok(GateOutcome::Started(_)) => Some(now + cfg.cooldown),
-                Ok(GateOutcome::Suppressed(Suppressed::Cooldown { remaining })) => Some(now + remaining),
-                Ok(GateOutcome::Suppressed(Suppressed::RateLimit { retry_in })) => Some(now + retry_in),
-                Ok(GateOutcome::Suppressed(Suppressed::Duplicate)) => None,
-                Err(SnapshotError::ShuttingDown) => return,
-                Err(e) => {
-                    error!(trigger = %cfg.name, error = %e, "trace trigger cannot snapshot its target; this trigger is off");
-                    return;
-                }
-            };
+            match gate.fire_polled(&cfg, firing) {
+                Some(q) => quiet_until = q,
+                None => return,
+            }
         }
     }
 }
