@@ -78,36 +78,46 @@ pub fn render(manifest: &Manifest, options: &Options) -> String {
     page::render(manifest, &Model::of(manifest), options)
 }
 
-/// Writes `report.html` into the bundle directory `dir` (aside, fsynced,
-/// renamed, the directory fsynced: a reader never sees half a page) and
-/// returns its path.
+/// Writes `report.html` into the bundle directory `dir` and returns its
+/// path. The page is written beside the bundle (a dot file in its parent),
+/// fsynced, then renamed in and the directory fsynced: whoever lists or
+/// archives the bundle meanwhile sees the whole page or none, never a
+/// temporary file that vanishes under them.
 pub fn write(dir: &Path, manifest: &Manifest) -> io::Result<PathBuf> {
     let path = dir.join(REPORT_HTML);
-    write_file(&path, &render(manifest, &Options::for_dir(dir)))?;
+    let html = render(manifest, &Options::for_dir(dir));
+    let tmp = match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+            parent.join(format!(".{}.{REPORT_HTML}.tmp", name.to_string_lossy()))
+        }
+        _ => dir.join(format!(".{REPORT_HTML}.tmp")),
+    };
+    write_via(&tmp, &path, &html)?;
     Ok(path)
 }
 
-/// Writes `html` to `path` the same way: a temporary file beside it, fsynced,
-/// renamed over it, the directory fsynced.
+/// Writes `html` to `path` the same way, through a temporary file beside it.
 pub fn write_file(path: &Path, html: &str) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| REPORT_HTML.to_string());
-    let tmp = parent.join(format!(".{name}.tmp"));
+    write_via(&path.with_file_name(format!(".{name}.tmp")), path, html)
+}
+
+fn write_via(tmp: &Path, path: &Path, html: &str) -> io::Result<()> {
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = File::create(tmp)?;
         f.write_all(html.as_bytes())?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(&parent)
+        fs::rename(tmp, path)?;
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+            _ => sync_dir(Path::new(".")),
+        }
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
     }
     result
 }

@@ -270,22 +270,39 @@ fn with_a_stitched_trace_listed_every_command_opens_it_at_the_window() {
 
 #[test]
 fn write_puts_the_page_in_the_bundle_atomically_and_reads_the_derived_files() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let dir = spool.path().join("b1");
+    std::fs::create_dir(&dir).expect("mkdir");
     let m = stormy();
     let mut raw = serde_json::to_value(&m).expect("json");
     raw["derived"] = json!([{"file": "bundle.trace", "bytes": 1, "sha256": "00"}]);
-    std::fs::write(tmp.path().join(MANIFEST_JSON), raw.to_string()).expect("write");
-    let path = write(tmp.path(), &m).expect("write the report");
-    assert_eq!(path, tmp.path().join(REPORT_HTML));
+    std::fs::write(dir.join(MANIFEST_JSON), raw.to_string()).expect("write");
+    let path = write(&dir, &m).expect("write the report");
+    assert_eq!(path, dir.join(REPORT_HTML));
     let html = std::fs::read_to_string(&path).expect("read");
     assert!(
         html.contains("/bundle.trace</code><br>then window"),
         "the listed stitched trace is used"
     );
-    let names: Vec<String> = std::fs::read_dir(tmp.path())
-        .expect("dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), [MANIFEST_JSON, REPORT_HTML]);
+    assert_eq!(
+        names(spool.path()),
+        ["b1"],
+        "no temporary file left beside the bundle"
+    );
+
+    // -o FILE: anywhere, the same way.
+    let out = spool.path().join("elsewhere.html");
+    write_file(&out, "<p>x</p>").expect("write_file");
+    assert_eq!(std::fs::read_to_string(&out).expect("read"), "<p>x</p>");
+    assert_eq!(names(spool.path()), ["b1", "elsewhere.html"]);
 }
