@@ -107,7 +107,7 @@
 
   // A lane of per-window values. series: [{name, label, color, get, kind: "step"|"bars"|"dash"}].
   function valueLane(lane, title, series, fmt, log) {
-    var h = 124, top = 22, bottom = h - 6;
+    var h = 106, top = 22, bottom = h - 6;
     var vals = [];
     series.forEach(function (se) {
       summarised.forEach(function (w) { var v = se.get(w.summary); if (v > 0 || !log) vals.push(v); });
