@@ -29,9 +29,13 @@
     return (i ? b.toFixed(1) : b) + " " + u[i];
   }
   function fmtCount(n) { return String(Math.round(n)); }
-  function fmtRel(t) {
-    if (Math.abs(t) < 0.0005) return "0";
-    return (t > 0 ? "+" : "−") + Math.abs(t).toFixed(Math.abs(hi - lo) < 20 ? 1 : 0) + " s";
+  // Seconds from the trigger: `−12 s`, `+1.5 s`; `digits` defaults to what
+  // the axis' span needs.
+  function fmtRel(t, digits) {
+    var d = digits === undefined ? (Math.abs(hi - lo) < 20 ? 1 : 0) : digits;
+    var v = Math.abs(t).toFixed(d);
+    if (Number(v) === 0) return "0";
+    return (t > 0 ? "+" : "−") + v + " s";
   }
 
   var summarised = data.windows.filter(function (w) { return w.summary && w.x0 !== null && w.x1 !== null; });
@@ -164,7 +168,7 @@
     }
     for (var t = Math.ceil(lo / step) * step; t <= hi; t += step) {
       var x = px(xs(t));
-      s += '<line class="xtick" x1="' + x + '" x2="' + x + '" y1="0" y2="6"/><text class="xlabel" x="' + x + '" y="20">' + esc(fmtRel(t)) + "</text>";
+      s += '<line class="xtick" x1="' + x + '" x2="' + x + '" y1="0" y2="6"/><text class="xlabel" x="' + x + '" y="20">' + esc(fmtRel(t, step < 1 ? 1 : 0)) + "</text>";
     }
     s += '<text class="legend" x="' + ML + '" y="38">seconds from the trigger, which fired at ' + esc(data.fired_at) + "</text>";
     return svg("axis", h, s, 0);
@@ -210,8 +214,8 @@
     return best;
   }
 
-  function describe(w, t) {
-    var s = "<b>window " + w.n + "</b> · " + esc(w.file) + "<br>" + esc(fmtRel(w.x0)) + " → " + esc(fmtRel(w.x1)) +
+  function describe(w) {
+    var s = "<b>window " + w.n + "</b> · " + esc(w.file) + "<br>" + esc(fmtRel(w.x0, 2)) + " → " + esc(fmtRel(w.x1, 2)) +
       " · Go " + esc(w.go) + " · " + esc(fmtBytes(w.bytes)) + (w.complete ? "" : " · truncated (" + esc(w.truncation || "cut") + ")");
     if (w.met) s += "<br><b>met the trace trigger's condition</b>";
     if (!w.summary) return s + "<br>" + esc(w.missing);
@@ -242,8 +246,8 @@
     var t = lo + (x - ML) / (W - ML - MR) * (hi - lo);
     var w = windowAt(t);
     var g = data.gaps.filter(function (g) { return g.x0 <= t && t <= g.x1; })[0];
-    var text = "<b>" + esc(fmtRel(t)) + "</b><br>";
-    if (w) text += describe(w, t);
+    var text = "<b>" + esc(fmtRel(t, 2)) + "</b><br>";
+    if (w) text += describe(w);
     else if (g) text += "no trace: gap of " + esc(fmtNs(g.seconds * 1e9)) + " before window " + g.before;
     else text += "outside every window";
     tip.innerHTML = text;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::data::{relative, secs, Model, Win};
 use super::Options;
 use crate::bundle::Manifest;
-use crate::units::{Bytes, Secs};
+use crate::units::{Bytes, Nanos, Secs};
 
 const CSS: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
@@ -51,14 +51,18 @@ pub fn render(m: &Manifest, model: &Model<'_>, o: &Options) -> String {
     );
     let _ = writeln!(
         s,
-        "<div class=\"legend-key\"><span><i class=\"sw\" style=\"background:#c5221f\"></i>trigger</span>\
-         <span><i class=\"sw\" style=\"background:#fef3e2\"></i>post_trigger</span>\
+        "<div class=\"legend-key\"><span><i class=\"sw\" style=\"background:#c5221f\"></i>trigger</span>{}\
          <span><i class=\"sw\" style=\"background:#f9c6c3\"></i>gap (no trace)</span>\
          <span><i class=\"sw\" style=\"background:#e8eaed\"></i>window not summarised</span>\
          <span><i class=\"sw\" style=\"background:#fde2b8\"></i>truncated window</span>{}\
          <span>each step is one window's value · hover for its numbers</span></div>\n\
          <div id=\"plots\" data-ready=\"no\"><noscript>The plots need JavaScript; the tables below hold the same numbers.</noscript></div>\n\
          <div id=\"tip\" hidden></div>",
+        if m.ending.is_some() {
+            ""
+        } else {
+            "<span><i class=\"sw\" style=\"background:#fef3e2\"></i>post_trigger</span>"
+        },
         if m.ending.is_some() {
             "<span><i class=\"sw\" style=\"background:#202124\"></i>death, and the blind spot before it</span>"
         } else {
@@ -316,7 +320,6 @@ fn windows(s: &mut String, model: &Model<'_>) {
 }
 
 fn summary_cells(w: &Win<'_>) -> String {
-    use crate::units::Nanos;
     match w.summary {
         None => format!(
             "<td colspan=\"6\" class=\"missing\">{}</td>",
