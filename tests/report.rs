@@ -8,6 +8,7 @@
 //! the browser makes: none may leave the page, the plots must have data, and
 //! the verdict must name the storm. A screenshot is kept in
 //! target/report/report.png (the README's docs/report.png comes from it).
+//! A crash bundle's page must show the death and the blind spot.
 
 mod common;
 
@@ -15,10 +16,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use parking_lot::Mutex;
 
 fn chromium() -> PathBuf {
     let bin = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
@@ -48,7 +50,7 @@ impl Proxy {
                 let mut line = String::new();
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                 let _ = BufReader::new(&conn).read_line(&mut line);
-                log.lock().expect("proxy log").push(line.trim().to_string());
+                log.lock().push(line.trim().to_string());
                 let _ = (&conn)
                     .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             }
@@ -57,7 +59,7 @@ impl Proxy {
     }
 
     fn seen(&self) -> Vec<String> {
-        self.seen.lock().expect("proxy log").clone()
+        self.seen.lock().clone()
     }
 }
 
@@ -113,6 +115,21 @@ fn browse(proxy: &Proxy, profile: &Path, page: &Path, extra: &[&str]) -> Output 
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// The DOM without its scripts' text, which names the elements they draw.
+fn without_scripts(dom: &str) -> String {
+    let mut out = String::with_capacity(dom.len());
+    let mut rest = dom;
+    while let Some(start) = rest.find("<script") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("</script>") {
+            Some(end) => rest = &rest[start + end + "</script>".len()..],
+            None => rest = "",
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -227,8 +244,10 @@ fn the_report_of_a_real_bundle_renders_offline_with_data_and_names_the_storm_bef
     // In a browser: rendered, with data, and not one request.
     let proxy = Proxy::start();
     let profile = tempfile::tempdir().expect("profile");
-    let dom = String::from_utf8(browse(&proxy, profile.path(), &by_agent, &["--dump-dom"]).stdout)
-        .expect("the DOM is UTF-8");
+    let dom = without_scripts(
+        &String::from_utf8(browse(&proxy, profile.path(), &by_agent, &["--dump-dom"]).stdout)
+            .expect("the DOM is UTF-8"),
+    );
     assert_eq!(
         attr_of(&dom, "id=\"plots\"", "data-ready").as_deref(),
         Some("yes"),
@@ -325,6 +344,83 @@ fn the_report_of_a_real_bundle_renders_offline_with_data_and_names_the_storm_bef
         "REPORT {} windows ({summarised} summarised), {} bytes of HTML, written by the agent in {took_ms:?} ms after the bundle was durable, no request from the page; screenshot {}",
         windows,
         html.len(),
+        shot.display()
+    );
+}
+
+#[test]
+fn a_crash_bundle_s_report_shows_the_death_and_the_blind_spot() {
+    let mut svc = GoService::start("fixture", &["-pairs", "1", "-rate", "100", "-gc-every", "200ms"]);
+    let agent = Agent::start(&agent_toml(
+        "3s",
+        &format!(
+            "[crash]\ncooldown = \"1h\"\n{}",
+            target_toml("svc", &svc.url, "2s", "60s", "")
+        ),
+    ));
+    wait_for("two windows", Duration::from_secs(30), || {
+        (agent.windows_kept("svc") >= 2).then_some(())
+    });
+    svc.proc.kill();
+    let dir = wait_for("the crash bundle", Duration::from_secs(30), || {
+        let (_, v) = agent.get("/v1/snapshots");
+        v["snapshots"].as_array()?.iter().find_map(|s| {
+            (s["phase"] == "complete" && (s["trigger"]["kind"] == "crash" || s["trigger_kind"] == "crash"))
+                .then(|| s["path"].as_str().map(PathBuf::from))
+                .flatten()
+        })
+    });
+    let manifest = assert_bundle_valid(&dir);
+    let page = dir.join("report.html");
+    wait_for("the agent's report.html", Duration::from_secs(30), || {
+        page.is_file().then_some(())
+    });
+    let html = std::fs::read_to_string(&page).expect("report.html");
+    assert!(
+        html.contains("<b>The target died (crash) at "),
+        "the ending is told"
+    );
+    assert!(html.contains("<dt>recorded</dt><dd>up to the death, nothing after it</dd>"));
+
+    let proxy = Proxy::start();
+    let profile = tempfile::tempdir().expect("profile");
+    let dom = without_scripts(
+        &String::from_utf8(browse(&proxy, profile.path(), &page, &["--dump-dom"]).stdout)
+            .expect("the DOM is UTF-8"),
+    );
+    assert_eq!(
+        attr_of(&dom, "id=\"plots\"", "data-ready").as_deref(),
+        Some("yes")
+    );
+    assert!(dom.contains("<line class=\"death\""), "the death is drawn");
+    if manifest["ending"]["blind_spot_seconds"]
+        .as_f64()
+        .is_some_and(|b| b > 0.0)
+    {
+        assert!(dom.contains("<rect class=\"blind\""), "the blind spot is drawn");
+    }
+    assert!(
+        !dom.contains("<rect class=\"post\""),
+        "a crash records nothing after the trigger"
+    );
+    let from_page: Vec<String> = proxy.seen().into_iter().filter(|l| !browser_own(l)).collect();
+    assert_eq!(from_page, Vec::<String>::new(), "requests left the page");
+
+    let shot = repo_root().join("target/report/crash.png");
+    std::fs::create_dir_all(shot.parent().expect("dir")).expect("mkdir");
+    browse(
+        &proxy,
+        profile.path(),
+        &page,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1400,1000",
+        ],
+    );
+    println!(
+        "CRASH report: ending {} (blind spot {}), screenshot {}",
+        manifest["ending"]["seen"],
+        manifest["ending"]["blind_spot_seconds"],
         shot.display()
     );
 }
