@@ -306,3 +306,29 @@ fn write_puts_the_page_in_the_bundle_atomically_and_reads_the_derived_files() {
     assert_eq!(std::fs::read_to_string(&out).expect("read"), "<p>x</p>");
     assert_eq!(names(spool.path()), ["b1", "elsewhere.html"]);
 }
+
+#[test]
+fn a_trace_trigger_s_window_is_the_one_to_open_first_and_counts_as_near() {
+    let windows = (0..30)
+        .map(|i| match i {
+            12 => window(i, summary(3, 60_000, 180_000_000)),
+            _ => window(i, summary(3, 60_000, 150_000)),
+        })
+        .collect();
+    // The window that met the condition (seq 112) ended well before the
+    // trigger fired, outside the 10 s before it.
+    let mut m = manifest(windows, "2026-12-04T10:10:27.500000Z", json!({}));
+    m.trigger.kind = "trace".into();
+    m.trigger.details = json!({"window": {"seq": 112}});
+    let html = render(&m, &options());
+    let first = row(&html, "worst", "Met the trace trigger&#39;s condition");
+    assert!(first.contains("window 13, 15.5 s before the trigger"), "{first}");
+    assert!(first.contains("/0013-20261204T101012.000Z.trace</code>"), "{first}");
+    let d = data(&html);
+    assert_eq!(d["windows"][12]["met"], true);
+    assert_eq!(d["windows"][12]["near"], true);
+    assert!(
+        row(&html, "compared", "longest stop-the-world pause").contains("class=\"diff\""),
+        "the pause that tripped the trigger stands out"
+    );
+}
