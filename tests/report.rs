@@ -195,10 +195,10 @@ fn the_report_of_a_real_bundle_renders_offline_with_data_and_names_the_storm_bef
     wait_for("the agent's report.html", Duration::from_secs(30), || {
         by_agent.is_file().then_some(())
     });
-    assert_eq!(
-        agent.metric("flightrec_reports_total", &[("result", "written")]),
-        Some(1.0)
-    );
+    // Counted once the write has returned, just after the rename.
+    wait_for("the report counted", Duration::from_secs(10), || {
+        (agent.metric("flightrec_reports_total", &[("result", "written")]) == Some(1.0)).then_some(())
+    });
 
     // `flightrec report DIR` writes it again in place and prints the path.
     let out = Command::new(AGENT)
