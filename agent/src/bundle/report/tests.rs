@@ -323,7 +323,10 @@ fn a_trace_trigger_s_window_is_the_one_to_open_first_and_counts_as_near() {
     let html = render(&m, &options());
     let first = row(&html, "worst", "Met the trace trigger&#39;s condition");
     assert!(first.contains("window 13, 15.5 s before the trigger"), "{first}");
-    assert!(first.contains("/0013-20261204T101012.000Z.trace</code>"), "{first}");
+    assert!(
+        first.contains("/0013-20261204T101012.000Z.trace</code>"),
+        "{first}"
+    );
     let d = data(&html);
     assert_eq!(d["windows"][12]["met"], true);
     assert_eq!(d["windows"][12]["near"], true);
