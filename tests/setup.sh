@@ -4,6 +4,7 @@
 #   - the Go fixture services (built with the machine's Go, plus real Go 1.21
 #     and 1.22 services built with toolchains the go command fetches),
 #   - Prometheus and Alertmanager (Debian packages) for the webhook tests,
+#   - Chromium (Debian package) to open report.html headless (tests/report.rs),
 #   - s3s-fs 0.14.1 (a real S3 server that checks SigV4) for the S3 sink,
 #   - cargo-fuzz 0.13.2 for the fuzz targets in tests/fuzz,
 #   - Azurite 3.35.0 (npm) for the Azure sink,
@@ -25,6 +26,7 @@ need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v openssl >/dev/null || need_apt+=(openssl)
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
 	say "apt-get install ${need_apt[*]}"
 	as_root apt-get update -qq

@@ -90,6 +90,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a bundle's report.html: the whole bundle on one time axis, its
+    /// worst moments and how to open each, in one self-contained page.
+    Report {
+        /// Bundle directory, or a .tar / .tar.gz / .tar.zst archive of one.
+        path: PathBuf,
+        /// Where to write the page (default: report.html in the bundle
+        /// directory, or ./<id>-report.html for an archive).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -165,6 +175,23 @@ fn main() -> ExitCode {
                 } else {
                     ExitCode::FAILURE
                 }
+            }
+            Err(e) => {
+                eprintln!("flightrec: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Report { path, output } => match cli::write_report(&path, output.as_deref()) {
+            Ok(w) => {
+                if !w.problems.is_empty() {
+                    eprintln!(
+                        "flightrec: warning: the bundle did not verify ({} problem{}, shown at the top of the page; see flightrec inspect)",
+                        w.problems.len(),
+                        if w.problems.len() == 1 { "" } else { "s" }
+                    );
+                }
+                println!("{}", w.path.display());
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("flightrec: {e}");

@@ -92,6 +92,21 @@ impl fmt::Display for Secs {
     }
 }
 
+/// A duration in ns, short: `850ns`, `71µs`, `4.1ms`, `1.25s`.
+pub struct Nanos(pub u64);
+
+impl fmt::Display for Nanos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0;
+        match ns {
+            0..1_000 => write!(f, "{ns}ns"),
+            1_000..1_000_000 => write!(f, "{}µs", ns / 1_000),
+            1_000_000..1_000_000_000 => write!(f, "{:.1}ms", ns as f64 / 1e6),
+            _ => write!(f, "{:.2}s", ns as f64 / 1e9),
+        }
+    }
+}
+
 /// RFC 3339 with microseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()

@@ -1,12 +1,14 @@
 //! The snapshot bundle on disk: its manifest, the atomic writer, and the reader that verifies.
 //!
 //! A bundle is the artifact every later stage handles: [`crate::snapshot`]
-//! writes it, [`crate::deliver`] keeps and ships it, the API and `flightrec
-//! inspect` read it. It is written into a hidden directory beside its final
+//! writes it, then its [`report`] (the page a person opens first) once it
+//! is durable; [`crate::deliver`] keeps and ships it, the API, `flightrec
+//! inspect` and `flightrec report` read it. It is written into a hidden directory beside its final
 //! place, every file and the directory fsynced, then renamed into place and
 //! the parent fsynced: it appears whole or not at all.
 
 mod manifest;
+pub mod report;
 mod summary;
 mod verify;
 mod write;

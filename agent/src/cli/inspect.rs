@@ -9,23 +9,12 @@ use serde_json::json;
 
 use super::CliError;
 use crate::bundle::{self, Manifest};
-use crate::units::{Bytes, Secs};
+use crate::units::{Bytes, Nanos, Secs};
 
 /// Reads and verifies a bundle (a directory, or a `.tar`, `.tar.gz` or
 /// `.tar.zst` archive of one); returns the report and whether it is sound.
 pub fn inspect(path: &Path, as_json: bool) -> Result<(String, bool), CliError> {
-    let (manifest, checks) = if path.is_dir() {
-        let manifest = bundle::read_manifest(path).map_err(|e| CliError::Bundle(e.to_string()))?;
-        let checks = bundle::verify(path, &manifest);
-        (manifest, checks)
-    } else if path.is_file() {
-        read_archive(path)?
-    } else {
-        return Err(CliError::Bundle(format!(
-            "{} is neither a bundle directory (holding manifest.json) nor an archive of one",
-            path.display()
-        )));
-    };
+    let Opened { manifest, checks, .. } = open(path)?;
     let ok = checks.iter().all(|c| c.problem.is_none());
     if as_json {
         let v = json!({
@@ -39,10 +28,43 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(String, bool), CliError> {
     Ok((render(path, &manifest, &checks), ok))
 }
 
+/// A bundle read and verified.
+pub(super) struct Opened {
+    pub manifest: Manifest,
+    /// manifest.json as written, for sections this agent does not model.
+    pub raw: serde_json::Value,
+    pub checks: Vec<bundle::WindowCheck>,
+}
+
+/// Reads a bundle directory or an archive of one, and verifies every file
+/// its manifest lists.
+pub(super) fn open(path: &Path) -> Result<Opened, CliError> {
+    if path.is_dir() {
+        let manifest = bundle::read_manifest(path).map_err(|e| CliError::Bundle(e.to_string()))?;
+        let raw = std::fs::read(path.join(bundle::MANIFEST_JSON))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let checks = bundle::verify(path, &manifest);
+        Ok(Opened {
+            manifest,
+            raw,
+            checks,
+        })
+    } else if path.is_file() {
+        read_archive(path)
+    } else {
+        Err(CliError::Bundle(format!(
+            "{} is neither a bundle directory (holding manifest.json) nor an archive of one",
+            path.display()
+        )))
+    }
+}
+
 /// Reads a tar archive (plain, gzip or zstd, told apart by their first
 /// bytes) in one pass: every file is hashed as it streams by, nothing is
 /// written to disk. The bundle may sit at the root or in one directory.
-fn read_archive(path: &Path) -> Result<(Manifest, Vec<bundle::WindowCheck>), CliError> {
+fn read_archive(path: &Path) -> Result<Opened, CliError> {
     let fail = |why: String| CliError::Bundle(format!("{}: {why}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let mut magic = [0u8; 4];
@@ -90,6 +112,7 @@ fn read_archive(path: &Path) -> Result<(Manifest, Vec<bundle::WindowCheck>), Cli
     let json_bytes = json_bytes.ok_or_else(|| fail("no manifest.json in the archive".into()))?;
     let manifest: Manifest =
         serde_json::from_slice(&json_bytes).map_err(|e| fail(format!("bad manifest.json: {e}")))?;
+    let raw = serde_json::from_slice(&json_bytes).unwrap_or_default();
     let pb = pb_bytes.ok_or_else(|| "missing from the archive".to_string());
     let checks = bundle::verify_with(&manifest, pb, |name| {
         facts
@@ -97,7 +120,11 @@ fn read_archive(path: &Path) -> Result<(Manifest, Vec<bundle::WindowCheck>), Cli
             .cloned()
             .ok_or_else(|| "missing from the archive".to_string())
     });
-    Ok((manifest, checks))
+    Ok(Opened {
+        manifest,
+        raw,
+        checks,
+    })
 }
 
 fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
@@ -332,21 +359,6 @@ fn render_summaries(s: &mut String, m: &Manifest) {
             f.goroutines_max,
             Bytes(f.heap_max_bytes).to_string()
         );
-    }
-}
-
-/// A duration in ns, short: `850ns`, `71µs`, `4.1ms`, `1.25s`.
-struct Nanos(u64);
-
-impl std::fmt::Display for Nanos {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ns = self.0;
-        match ns {
-            0..1_000 => write!(f, "{ns}ns"),
-            1_000..1_000_000 => write!(f, "{}µs", ns / 1_000),
-            1_000_000..1_000_000_000 => write!(f, "{:.1}ms", ns as f64 / 1e6),
-            _ => write!(f, "{:.2}s", ns as f64 / 1e9),
-        }
     }
 }
 

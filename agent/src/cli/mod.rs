@@ -1,11 +1,13 @@
-//! The client-side commands: `snapshot` asks a running agent (or, with `--selector`, every node through a FlightSnapshot) for bundles; `inspect` reads one.
+//! The client-side commands: `snapshot` asks a running agent (or, with `--selector`, every node through a FlightSnapshot) for bundles; `inspect` reads one; `report` writes its page.
 
 mod fleet;
 mod inspect;
+mod report;
 mod snapshot;
 
 pub use fleet::{fleet_snapshot, FleetArgs};
 pub use inspect::inspect;
+pub use report::{write_report, Written};
 pub use snapshot::{snapshot, SnapshotArgs};
 
 #[derive(Debug, thiserror::Error)]

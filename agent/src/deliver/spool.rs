@@ -3,7 +3,9 @@
 //! Bundles are assembled in `.partial/<id>/` and renamed to `<id>/` once every
 //! file is fsynced; only then is a snapshot acknowledged. Anything left in
 //! `.partial/` after a crash was never acknowledged and is removed at startup;
-//! a directory without a leading dot is always a whole bundle.
+//! a directory without a leading dot is always a whole bundle. Files derived
+//! from a bundle afterwards (its report.html) are renamed into it whole; a
+//! dot file `*.tmp` an interrupted one left in the spool is removed too.
 //!
 //! Delivery state lives beside the bundles in `.ledger/<id>.json`, one small
 //! file per bundle written aside, fsynced and renamed, never inside the
@@ -128,6 +130,16 @@ impl Spool {
                 if let Err(e) = fs::remove_dir_all(&path) {
                     warn!(path = %path.display(), error = %e, "cannot remove leftover directory");
                 }
+            }
+        }
+        // A file derived from a committed bundle (its report.html) is
+        // written as a dot file beside the bundle, then renamed in; one that
+        // an interrupted write left behind is removed.
+        for entry in fs::read_dir(dir).map_err(fail)?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.ends_with(".tmp") && entry.file_type().is_ok_and(|t| t.is_file())
+            {
+                let _ = fs::remove_file(entry.path());
             }
         }
         let probe = dir.join(PARTIAL).join(".write-test");
@@ -618,6 +630,30 @@ mod tests {
             location: "somewhere".into(),
             bytes: 1,
         }
+    }
+
+    #[test]
+    fn a_derived_file_left_half_written_beside_a_bundle_is_removed_at_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let quota = Quota {
+            max_bytes: 1 << 30,
+            max_bundles: 100,
+        };
+        let spool = open(tmp.path(), &[], quota);
+        put(&spool, "20260101T000000.000Z-t-0001", 10);
+        let m = manifest("20260101T000000.000Z-t-0001");
+        let dir = spool.bundle_dir(&m.id).expect("committed");
+        crate::bundle::report::write(&dir, &m).expect("report");
+        drop(spool);
+        let leftover = tmp.path().join(".20260101T000000.000Z-t-0002.report.html.tmp");
+        fs::write(&leftover, b"<html>half").expect("write");
+        let spool = open(tmp.path(), &[], quota);
+        assert!(!leftover.exists(), "the leftover is gone");
+        assert!(
+            dir.join(crate::bundle::report::REPORT_HTML).is_file(),
+            "a whole report stays"
+        );
+        assert_eq!(spool.list().len(), 1);
     }
 
     #[test]

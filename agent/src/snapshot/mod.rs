@@ -472,10 +472,13 @@ impl Snapshots {
                     bytes = manifest.total_bytes(), post_trigger_complete = complete,
                     "snapshot bundle durable on disk"
                 );
+                let dir = path.clone();
                 self.update(&id, |p| {
                     p.phase = Phase::Complete;
                     p.path = Some(path);
                 });
+                // derived files: merged into bundle::finish with the stitcher
+                self.write_report(&id, dir, manifest).await;
             }
             Err(why) => {
                 self.metrics
@@ -491,6 +494,20 @@ impl Snapshots {
                     p.error = Some(why);
                 });
             }
+        }
+    }
+
+    /// Writes the bundle's report.html once it is durable and acknowledged,
+    /// so the page never delays trigger-to-durable; a failure is logged and
+    /// counted, never the bundle's.
+    async fn write_report(&self, id: &str, dir: PathBuf, manifest: crate::bundle::Manifest) {
+        let started = Instant::now();
+        let written =
+            tokio::task::spawn_blocking(move || crate::bundle::report::write(&dir, &manifest)).await;
+        match written {
+            Ok(Ok(path)) => events::report_written(&self.metrics, id, &path, started.elapsed()),
+            Ok(Err(e)) => events::report_failed(&self.metrics, id, &e.to_string()),
+            Err(e) => events::report_failed(&self.metrics, id, &format!("the report writer panicked: {e}")),
         }
     }
 }

@@ -130,6 +130,8 @@ pub struct Metrics {
     pub snapshots: Family<KindResult, Counter>,
     /// Time from trigger to bundle durable on disk, not counting post_trigger.
     pub snapshot_write: Histogram,
+    /// report.html pages written into durable bundles, by result (written | failed).
+    pub reports: Family<ResultLabels, Counter>,
     /// When each target last gave a good window.
     pub freshness: Arc<Freshness>,
     /// Kubernetes: targets found, watch failures, last good event; pod
@@ -193,6 +195,7 @@ impl Metrics {
             window_gap: Family::new_with_constructor(gap_histogram),
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
+            reports: Family::default(),
             freshness: Arc::new(Freshness::default()),
             discovery_targets: Gauge::default(),
             discovery_last_success: FloatGauge::default(),
@@ -306,6 +309,11 @@ impl Metrics {
             "Time from the end of post-trigger recording to the bundle durable on disk",
             Unit::Seconds,
             m.snapshot_write.clone(),
+        );
+        registry.register(
+            "reports",
+            "report.html pages written into bundles once durable, by result (written | failed)",
+            m.reports.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build
