@@ -146,6 +146,7 @@
 
 mod decoder;
 mod display;
+pub mod encode;
 mod error;
 mod event;
 mod frame;
@@ -159,6 +160,7 @@ mod order_procs;
 mod order_ranges;
 mod resources;
 mod spec;
+pub mod stitch;
 mod structural;
 pub mod summary;
 mod tables;
