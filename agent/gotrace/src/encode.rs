@@ -363,7 +363,7 @@ mod tests {
                 3,
                 7,
                 100,
-                7,
+                8,
                 EV_GO_START,
                 0,
                 5,

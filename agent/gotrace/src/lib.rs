@@ -59,7 +59,8 @@
 //! which of two events at the same time comes first depends on them.
 //!
 //! Two traces glued together are not one trace: each restarts its
-//! generations, and goroutines change state in the untraced gap between them.
+//! generations, and goroutines change state in the untraced gap between
+//! them; [`stitch`] makes them one.
 //!
 //! # What is here
 //!
@@ -83,6 +84,10 @@
 //!   [`summary::Summary`].
 //! - [`check_header`] and [`sniff`]: is this a trace, of which Go version,
 //!   and if not, what does it look like.
+//! - [`stitch`]: joins consecutive windows of one process into one trace
+//!   Go's parser accepts, reconciling every goroutine's and P's state at
+//!   each seam with events timestamped inside the gap, and marking the
+//!   gap; [`encode`] writes the v2 format it is made of.
 //! - [`Walker`]: validates the batch framing of a trace as it streams in,
 //!   chunk by chunk, finds the end of the last whole generation (the prefix
 //!   of a cut stream that Go's parser still accepts, see

@@ -170,6 +170,14 @@ impl<R: Read> WindowReader<R> {
         self.version
     }
 
+    /// Bytes of trace held: generations read ahead and the current one.
+    pub(crate) fn held(&self) -> usize {
+        self.current.held()
+            + self.filling.held()
+            + self.ready.iter().map(Gen::held).sum::<usize>()
+            + self.framer.pending()
+    }
+
     /// Moves to the next whole generation, into `current`.
     pub(crate) fn next(&mut self) -> io::Result<Result<Next, InputError>> {
         loop {

@@ -106,6 +106,9 @@ pub struct Summary {
     pub pieces: Vec<Piece>,
     pub seams: Vec<Seam>,
     pub windows: Vec<WindowOutcome>,
+    /// The most bytes of trace held at once: the generation being written,
+    /// what the reader and the checking decoder held.
+    pub peak_held: usize,
 }
 
 /// Why stitching stopped: the input or output failed.
@@ -123,6 +126,9 @@ pub enum StitchError {
         #[source]
         source: io::Error,
     },
+    /// A bug: the piece being written went missing.
+    #[error("internal error: no piece is being written")]
+    Lost,
 }
 
 /// This crate's decoder following the output at the seams.
@@ -159,15 +165,15 @@ struct Last {
     /// The runtime's number of its last generation written.
     number: u64,
     max_ticks: u64,
-    /// The checker holds the state after its last generation.
-    checked: bool,
     /// It ended in a generation cut short, or corrupt.
     cut: Option<String>,
 }
 
-struct Open<W: Write> {
+/// The piece being written.
+struct Current<W: Write> {
     index: usize,
-    w: W,
+    /// Opened with the first generation written.
+    w: Option<W>,
     version: GoVersion,
     /// Next output generation number.
     gen: u64,
@@ -180,16 +186,11 @@ struct Open<W: Write> {
     gc_offset: Option<i128>,
 }
 
-impl<W: Write> Open<W> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), StitchError> {
-        let piece = self.index;
-        self.w
-            .write_all(bytes)
-            .map_err(|source| StitchError::Write { piece, source })?;
-        self.bytes += bytes.len() as u64;
-        self.gen += 1;
-        self.piece.generations += 1;
-        Ok(())
+impl<W: Write> Current<W> {
+    /// Whether the checker holds the state after the last generation
+    /// written.
+    fn checked(&self) -> bool {
+        self.checker.as_ref().is_some_and(|c| c.next == self.gen)
     }
 }
 
@@ -197,17 +198,24 @@ impl<W: Write> Open<W> {
 /// written to an [`Output`].
 pub struct Stitcher<O: Output> {
     out: O,
-    open: Option<Open<O::Piece>>,
+    cur: Option<Current<O::Piece>>,
     summary: Summary,
     pieces: usize,
     buf: Vec<u8>,
+}
+
+/// Whether a generation is checked by the decoder before it is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    No,
+    Yes,
 }
 
 impl<O: Output> Stitcher<O> {
     pub fn new(out: O) -> Self {
         Stitcher {
             out,
-            open: None,
+            cur: None,
             summary: Summary::default(),
             pieces: 0,
             buf: Vec::new(),
@@ -246,7 +254,6 @@ impl<O: Output> Stitcher<O> {
             return skip(format!("trace version go {version} is not one Go's parser reads"));
         }
         let mut generations = 0u64;
-        let mut piece = 0;
         let mut dropped = None;
         loop {
             let last = match reader.next().map_err(read_err)? {
@@ -260,30 +267,18 @@ impl<O: Output> Stitcher<O> {
             let gen = &reader.current;
             let mut start = StartState::default();
             let first = generations == 0;
-            let scan = match scan::scan(gen, first.then_some(&mut start)) {
-                Ok(s) => s,
-                Err(e) => {
-                    dropped = Some(format!("{label}, generation {}: {e}", gen.number));
-                    break;
-                }
+            let written = match scan::scan(gen, first.then_some(&mut start)) {
+                Err(e) => Err(e),
+                Ok(scan) if first => self.first_generation(window, label, version, gen, &scan, &start)?,
+                Ok(scan) => self.next_generation(gen, &scan, last)?,
             };
-            let written = if first {
-                self.first_generation(window, label, version, gen, &scan, &start, last)?
-            } else {
-                self.next_generation(gen, &scan, last)?
-            };
-            match written {
-                Ok(p) => piece = p,
-                Err(why) => {
-                    dropped = Some(format!("{label}, generation {}: {why}", gen.number));
-                    break;
-                }
+            let held = reader.held() + self.buf.len() + self.checker_held();
+            self.summary.peak_held = self.summary.peak_held.max(held);
+            if let Err(why) = written {
+                dropped = Some(format!("{label}, generation {}: {why}", gen.number));
+                break;
             }
             generations += 1;
-            if let Some(l) = self.open.as_mut().and_then(|o| o.last.as_mut()) {
-                l.number = gen.number;
-                l.max_ticks = scan.max_ticks;
-            }
         }
         if reader.dropped > 0 && dropped.is_none() {
             dropped = Some(format!(
@@ -294,20 +289,28 @@ impl<O: Output> Stitcher<O> {
         if generations == 0 {
             return skip(dropped.unwrap_or_else(|| format!("{label} holds no whole generation")));
         }
-        if let Some(l) = self.open.as_mut().and_then(|o| o.last.as_mut()) {
+        let Some(cur) = self.cur.as_mut() else {
+            return skip("no piece took it".into());
+        };
+        if let Some(l) = cur.last.as_mut() {
             l.cut = dropped.clone();
         }
         Ok(WindowOutcome::Stitched {
-            piece,
+            piece: cur.index,
             generations,
             dropped,
         })
     }
 
+    fn checker_held(&self) -> usize {
+        self.cur
+            .as_ref()
+            .and_then(|c| c.checker.as_ref())
+            .map_or(0, |c| c.dec.buffered())
+    }
+
     /// A window's first generation: joins the current piece through a seam,
-    /// or starts a piece. The inner error says why the generation could
-    /// not be written at all.
-    #[allow(clippy::too_many_arguments)]
+    /// or starts a piece. An error says why nothing of it was written.
     fn first_generation(
         &mut self,
         window: usize,
@@ -316,100 +319,63 @@ impl<O: Output> Stitcher<O> {
         gen: &Gen,
         scan: &GenScan,
         start: &StartState,
-        last: bool,
-    ) -> Result<Result<usize, String>, StitchError> {
+    ) -> Result<Result<(), String>, StitchError> {
         let seams = self.summary.seams.len();
-        if let Some(open) = self.open.as_mut() {
-            if let Some(prev) = open.last.take() {
+        if let Some(cur) = self.cur.as_mut() {
+            if let Some(prev) = cur.last.take() {
                 let gap = gap_ns(prev.max_ticks, gen, scan);
-                let joined = joinable(open, &prev, version, gen)
-                    .and_then(|()| seam(open, &prev, label, gen, scan, start, gap, seams, &mut self.buf));
+                let joined = joinable(cur, &prev, version, gen)
+                    .and_then(|()| seam(cur, &prev, label, gen, scan, start, gap, seams, &mut self.buf));
                 let (after, before) = (prev.window, window);
                 match joined {
                     Ok((events, changes)) => {
-                        open.write(&self.buf)?;
-                        open.piece.events_added += events;
-                        open.piece.windows.push(window);
-                        open.last = Some(Last {
-                            window,
-                            label: label.to_string(),
-                            number: gen.number,
-                            max_ticks: scan.max_ticks,
-                            checked: true,
-                            cut: None,
-                        });
                         self.summary.seams.push(Seam {
                             after,
                             before,
                             gap_ns: gap,
                             outcome: SeamOutcome::Stitched { events, changes },
                         });
-                        return Ok(Ok(open.index));
+                        let cur = self.cur.as_mut().ok_or(StitchError::Lost)?;
+                        cur.piece.events_added += events;
+                        // The seam fed the checker already.
+                        self.write(Check::Yes)?;
+                        self.joined(window, label, gen, scan);
+                        return Ok(Ok(()));
                     }
                     Err(reason) => {
+                        // The decoder is spent either way; a window that
+                        // does not decode on its own is left out too.
+                        let alone = standalone(version, gen, scan, &mut self.buf);
+                        let reason = match &alone {
+                            Ok(()) => reason,
+                            Err(why) => format!("{label} does not decode: {why}"),
+                        };
                         self.summary.seams.push(Seam {
                             after,
                             before,
                             gap_ns: gap,
                             outcome: SeamOutcome::Split { reason },
                         });
+                        if let Err(why) = alone {
+                            self.close()?;
+                            return Ok(Err(format!("Go's parser would reject it: {why}")));
+                        }
                     }
                 }
             }
         }
         self.close()?;
-        self.begin(version)?;
-        let Some(open) = self.open.as_mut() else {
-            return Ok(Err("no piece to write to".into()));
-        };
-        open.piece.windows.push(window);
-        open.last = Some(Last {
-            window,
-            label: label.to_string(),
-            number: gen.number,
-            max_ticks: scan.max_ticks,
-            checked: false,
-            cut: None,
-        });
-        let feed = last || scan.regions;
-        Ok(write_gen(open, gen, scan, feed, &mut self.buf)?.map(|()| open.index))
-    }
-
-    fn next_generation(
-        &mut self,
-        gen: &Gen,
-        scan: &GenScan,
-        last: bool,
-    ) -> Result<Result<usize, String>, StitchError> {
-        let Some(open) = self.open.as_mut() else {
-            return Ok(Err("no piece to write to".into()));
-        };
-        let regions_open = open
-            .checker
-            .as_ref()
-            .is_some_and(|c| c.next == open.gen && c.open_regions());
-        let feed = last || scan.regions || regions_open;
-        Ok(write_gen(open, gen, scan, feed, &mut self.buf)?.map(|()| open.index))
-    }
-
-    fn begin(&mut self, version: GoVersion) -> Result<(), StitchError> {
-        let index = self.pieces;
-        let fail = |source| StitchError::Write { piece: index, source };
-        let mut w = self.out.begin(index).map_err(fail)?;
-        let h = encode::header(version);
-        w.write_all(&h).map_err(fail)?;
-        self.pieces += 1;
-        self.open = Some(Open {
-            index,
-            w,
+        self.cur = Some(Current {
+            index: self.pieces,
+            w: None,
             version,
             gen: 1,
-            bytes: h.len() as u64,
+            bytes: 0,
             gc: GcTrack::default(),
             checker: None,
             last: None,
             piece: Piece {
-                index,
+                index: self.pieces,
                 version,
                 windows: Vec::new(),
                 generations: 0,
@@ -418,22 +384,150 @@ impl<O: Output> Stitcher<O> {
             },
             gc_offset: None,
         });
+        // The first generation of a piece is always checked: it is written
+        // only if it decodes.
+        if let Err(why) = self.encode(gen, scan, Check::Yes)? {
+            self.cur = None;
+            return Ok(Err(why));
+        }
+        self.write(Check::Yes)?;
+        self.pieces += 1;
+        self.joined(window, label, gen, scan);
+        Ok(Ok(()))
+    }
+
+    /// Records that window `window` is now the piece's last.
+    fn joined(&mut self, window: usize, label: &str, gen: &Gen, scan: &GenScan) {
+        if let Some(cur) = self.cur.as_mut() {
+            cur.piece.windows.push(window);
+            cur.last = Some(Last {
+                window,
+                label: label.to_string(),
+                number: gen.number,
+                max_ticks: scan.max_ticks,
+                cut: None,
+            });
+        }
+    }
+
+    fn next_generation(
+        &mut self,
+        gen: &Gen,
+        scan: &GenScan,
+        last: bool,
+    ) -> Result<Result<(), String>, StitchError> {
+        let Some(cur) = self.cur.as_ref() else {
+            return Ok(Err("no piece to write to".into()));
+        };
+        let regions_open = cur.checked() && cur.checker.as_ref().is_some_and(Checker::open_regions);
+        let check = if last || scan.regions || regions_open {
+            Check::Yes
+        } else {
+            Check::No
+        };
+        if let Err(why) = self.encode(gen, scan, check)? {
+            return Ok(Err(why));
+        }
+        self.write(check)?;
+        if let Some(l) = self.cur.as_mut().and_then(|c| c.last.as_mut()) {
+            l.number = gen.number;
+            l.max_ticks = scan.max_ticks;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Encodes a generation into the buffer as the piece's next, with the
+    /// window's GC offset; checks it when asked (a fresh checker takes it
+    /// as a first generation when the checker did not follow the piece).
+    fn encode(&mut self, gen: &Gen, scan: &GenScan, check: Check) -> Result<Result<(), String>, StitchError> {
+        let Some(cur) = self.cur.as_mut() else {
+            return Ok(Err("no piece to write to".into()));
+        };
+        let offset = cur.gc_offset.or_else(|| gc_offset(&cur.gc, scan));
+        let number = cur.gen;
+        self.buf.clear();
+        if let Err(e) = encode_batches(gen, scan, number, offset.unwrap_or(0), &mut self.buf) {
+            return Ok(Err(e));
+        }
+        if cur.version.marks_generation_end() {
+            encode::put_end_of_generation(&mut self.buf);
+        }
+        if check == Check::Yes {
+            if !cur.checked() {
+                cur.checker = Checker::new(cur.version);
+            }
+            let verdict = match &mut cur.checker {
+                Some(c) => c.feed(number, &self.buf),
+                None => Err("the decoder did not start".into()),
+            };
+            if let Err(why) = verdict {
+                cur.checker = None;
+                return Ok(Err(format!("Go's parser would reject it: {why}")));
+            }
+        }
+        cur.gc_offset = offset;
+        cur.gc = advance_gc(cur.gc, scan, offset);
+        Ok(Ok(()))
+    }
+
+    /// Writes the buffer as the piece's next generation, opening the piece
+    /// first if need be. A generation not checked breaks the checker's
+    /// following of the piece.
+    fn write(&mut self, check: Check) -> Result<(), StitchError> {
+        let Some(cur) = self.cur.as_mut() else {
+            return Err(StitchError::Lost);
+        };
+        let piece = cur.index;
+        let fail = |source| StitchError::Write { piece, source };
+        if cur.w.is_none() {
+            let mut w = self.out.begin(piece).map_err(fail)?;
+            let h = encode::header(cur.version);
+            w.write_all(&h).map_err(fail)?;
+            cur.bytes += h.len() as u64;
+            cur.w = Some(w);
+        }
+        if let Some(w) = cur.w.as_mut() {
+            w.write_all(&self.buf).map_err(fail)?;
+        }
+        cur.bytes += self.buf.len() as u64;
+        cur.gen += 1;
+        cur.piece.generations += 1;
+        if check == Check::No {
+            if let Some(c) = cur.checker.as_mut() {
+                // Not fed: the checker's state is now behind the piece.
+                c.next = 0;
+            }
+        }
         Ok(())
     }
 
     fn close(&mut self) -> Result<(), StitchError> {
-        let Some(open) = self.open.take() else {
+        let Some(cur) = self.cur.take() else {
             return Ok(());
         };
-        let index = open.index;
-        let mut piece = open.piece;
-        piece.bytes = open.bytes;
+        let Some(w) = cur.w else {
+            return Ok(());
+        };
+        let index = cur.index;
+        let mut piece = cur.piece;
+        piece.bytes = cur.bytes;
         self.out
-            .end(index, open.w)
+            .end(index, w)
             .map_err(|source| StitchError::Write { piece: index, source })?;
         self.summary.pieces.push(piece);
         Ok(())
     }
+}
+
+/// Checks a window's first generation on its own.
+fn standalone(version: GoVersion, gen: &Gen, scan: &GenScan, buf: &mut Vec<u8>) -> Result<(), String> {
+    buf.clear();
+    encode_batches(gen, scan, 1, 0, buf)?;
+    if version.marks_generation_end() {
+        encode::put_end_of_generation(buf);
+    }
+    let mut c = Checker::new(version).ok_or("the decoder did not start")?;
+    c.feed(1, buf)
 }
 
 /// The gap from the previous window's last event to a generation.
@@ -445,11 +539,11 @@ fn gap_ns(after: u64, gen: &Gen, scan: &GenScan) -> Option<u64> {
 }
 
 /// Whether a window can follow the last one of the piece at all.
-fn joinable<W: Write>(open: &Open<W>, prev: &Last, version: GoVersion, gen: &Gen) -> Result<(), String> {
-    if version != open.version {
+fn joinable<W: Write>(cur: &Current<W>, prev: &Last, version: GoVersion, gen: &Gen) -> Result<(), String> {
+    if version != cur.version {
         return Err(format!(
             "the window is a Go {version} trace, the one before it Go {}: another program",
-            open.version
+            cur.version
         ));
     }
     if gen.number <= prev.number {
@@ -464,7 +558,7 @@ fn joinable<W: Write>(open: &Open<W>, prev: &Last, version: GoVersion, gen: &Gen
     if let Some(why) = &prev.cut {
         return Err(why.clone());
     }
-    if !prev.checked || open.checker.as_ref().is_none_or(|c| c.next != open.gen) {
+    if !cur.checked() {
         return Err(format!("the end of {} could not be decoded", prev.label));
     }
     Ok(())
@@ -474,7 +568,7 @@ fn joinable<W: Write>(open: &Open<W>, prev: &Last, version: GoVersion, gen: &Gen
 /// `buf`, checked by the decoder; returns the events added.
 #[allow(clippy::too_many_arguments)]
 fn seam<W: Write>(
-    open: &mut Open<W>,
+    cur: &mut Current<W>,
     prev: &Last,
     label: &str,
     gen: &Gen,
@@ -484,7 +578,7 @@ fn seam<W: Write>(
     index: usize,
     buf: &mut Vec<u8>,
 ) -> Result<(u64, SeamChanges), String> {
-    let checker = open.checker.as_mut().ok_or("no decoder state at the seam")?;
+    let checker = cur.checker.as_mut().ok_or("no decoder state at the seam")?;
     let gap_text = gap.map_or("an unknown time".to_string(), |ns| {
         format!("{:.3}ms", ns as f64 / 1e6)
     });
@@ -494,7 +588,7 @@ fn seam<W: Write>(
         start,
         after: prev.max_ticks,
         before: gen.min_ticks(),
-        gc: open.gc,
+        gc: cur.gc,
         index: index as u64,
         strings_from: scan.max_string + 1,
         stacks_from: scan.max_stack + 1,
@@ -503,20 +597,20 @@ fn seam<W: Write>(
     let built = bridge::build(&seam)?;
     let offset = gc_offset(&built.gc, scan);
     buf.clear();
-    let number = open.gen;
+    let number = cur.gen;
     for b in &built.batches {
         b.put(buf, number);
     }
     encode_batches(gen, scan, number, offset.unwrap_or(0), buf)?;
     built.tables.put(buf, number, built.first_tick);
-    if open.version.marks_generation_end() {
+    if cur.version.marks_generation_end() {
         encode::put_end_of_generation(buf);
     }
     checker
         .feed(number, buf)
         .map_err(|e| format!("Go's parser would reject the seam: {e}"))?;
-    open.gc = advance_gc(built.gc, scan, offset);
-    open.gc_offset = offset;
+    cur.gc = advance_gc(built.gc, scan, offset);
+    cur.gc_offset = offset;
     Ok((built.events, built.changes))
 }
 
@@ -541,44 +635,6 @@ fn advance_gc(mut gc: GcTrack, scan: &GenScan, offset: Option<i128>) -> GcTrack 
         };
     }
     gc
-}
-
-/// Writes a generation that needs no seam, renumbered, and feeds it to the
-/// checker when the next seam or open regions need it. The inner error
-/// says why it could not be written (nothing was).
-fn write_gen<W: Write>(
-    open: &mut Open<W>,
-    gen: &Gen,
-    scan: &GenScan,
-    feed: bool,
-    buf: &mut Vec<u8>,
-) -> Result<Result<(), String>, StitchError> {
-    let offset = open.gc_offset.or_else(|| gc_offset(&open.gc, scan));
-    let number = open.gen;
-    buf.clear();
-    if let Err(e) = encode_batches(gen, scan, number, offset.unwrap_or(0), buf) {
-        return Ok(Err(e));
-    }
-    if open.version.marks_generation_end() {
-        encode::put_end_of_generation(buf);
-    }
-    open.write(buf)?;
-    open.gc_offset = offset;
-    open.gc = advance_gc(open.gc, scan, offset);
-    if feed {
-        if open.checker.as_ref().is_none_or(|c| c.next != number) {
-            open.checker = Checker::new(open.version);
-        }
-        if let Some(c) = &mut open.checker {
-            if c.feed(number, buf).is_err() {
-                open.checker = None;
-            }
-        }
-    }
-    if let Some(l) = &mut open.last {
-        l.checked = feed && open.checker.is_some();
-    }
-    Ok(Ok(()))
 }
 
 /// Appends the batches of `gen` as generation `number`, with GC sequence
