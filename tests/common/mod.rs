@@ -325,11 +325,15 @@ impl Agent {
         self.wait_snapshot(&id, Duration::from_secs(60))
     }
 
+    /// Waits until snapshot `id` is durable and its derived files
+    /// (bundle.trace) are made, so its manifest no longer changes.
     pub fn wait_snapshot(&self, id: &str, timeout: Duration) -> PathBuf {
-        wait_for(&format!("snapshot {id}"), timeout, || {
+        wait_for(&format!("snapshot {id} and its derived files"), timeout, || {
             let (_, v) = self.get(&format!("/v1/snapshots/{id}"));
             match v["phase"].as_str() {
-                Some("complete") => Some(PathBuf::from(v["path"].as_str().expect("path"))),
+                Some("complete") if v["derived_ready_at"].is_string() => {
+                    Some(PathBuf::from(v["path"].as_str().expect("path")))
+                }
                 Some("failed") => panic!("snapshot {id} failed: {v}"),
                 _ => None,
             }

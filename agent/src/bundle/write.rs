@@ -206,6 +206,7 @@ impl BundleWriter {
                     log: None,
                 }
             }),
+            derived: None,
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| self.fail(io::Error::other(e)))?;
         write_synced(&self.tmp.join(MANIFEST_JSON), |out| out.write_all(&json)).map_err(|e| self.fail(e))?;
@@ -220,7 +221,7 @@ impl BundleWriter {
 type Facts = (u64, String);
 
 /// Writes a file through a buffer while hashing it, then fsyncs it.
-fn write_synced(
+pub(super) fn write_synced(
     path: &Path,
     body: impl FnOnce(&mut HashingWriter<BufWriter<&File>>) -> io::Result<()>,
 ) -> io::Result<Facts> {

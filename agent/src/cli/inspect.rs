@@ -100,6 +100,61 @@ fn read_archive(path: &Path) -> Result<(Manifest, Vec<bundle::WindowCheck>), Cli
     Ok((manifest, checks))
 }
 
+/// The files made from the windows once the bundle was durable, with the
+/// stitch's seams.
+fn render_derived(s: &mut String, m: &Manifest, checks: &[bundle::WindowCheck]) {
+    let Some(d) = &m.derived else {
+        let _ = writeln!(
+            s,
+            "\nderived   none (bundle.trace not made: the agent had not finished the bundle)"
+        );
+        return;
+    };
+    let _ = writeln!(s, "\nderived   ready at {}", d.ready_at);
+    if let Some(why) = &d.stitch.error {
+        let _ = writeln!(s, "  no bundle.trace: {why}");
+    }
+    for p in &d.stitch.pieces {
+        let f = d.files.iter().find(|f| f.file == p.file);
+        let state = match checks
+            .iter()
+            .find(|c| c.file == p.file)
+            .and_then(|c| c.problem.as_deref())
+        {
+            Some(why) => format!("BAD: {why}"),
+            None => "sha256 ok".into(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<20} windows {}, {} generations, {} events added at seams, {}: {state}",
+            p.file,
+            p.windows
+                .iter()
+                .map(|w| (w + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            p.generations,
+            p.events_added,
+            f.map_or("?".to_string(), |f| Bytes(f.bytes).to_string()),
+        );
+    }
+    for seam in d.stitch.seams.iter().filter(|x| x.outcome != "stitched") {
+        let _ = writeln!(
+            s,
+            "  seam {}|{}: {}",
+            seam.after + 1,
+            seam.before + 1,
+            seam.outcome
+        );
+    }
+    for k in &d.stitch.skipped {
+        let _ = writeln!(s, "  window {} left out: {}", k.window + 1, k.reason);
+    }
+    if let Some(p) = d.stitch.pieces.first() {
+        let _ = writeln!(s, "  open it with: go tool trace {}/{}", m.id, p.file);
+    }
+}
+
 fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
     let mut s = String::new();
     let labels: Vec<String> = m.target.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -234,17 +289,22 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             );
         }
     }
+    render_derived(&mut s, m, checks);
     let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
     let _ = writeln!(s);
     if bad.is_empty() {
         let tails = m.windows.iter().filter(|w| w.tail.is_some()).count();
         let _ = writeln!(
             s,
-            "verified: {} windows{}, {}, every sha256 matches; manifest.pb agrees",
+            "verified: {} windows{}{}, {}, every sha256 matches; manifest.pb agrees",
             m.windows.len(),
             match tails {
                 0 => String::new(),
                 n => format!(" and {n} tail{}", if n == 1 { "" } else { "s" }),
+            },
+            match m.derived.as_ref().map_or(0, |d| d.files.len()) {
+                0 => String::new(),
+                n => format!(" and {n} derived file{}", if n == 1 { "" } else { "s" }),
             },
             Bytes(m.total_bytes())
         );

@@ -85,6 +85,9 @@ struct Record {
     sinks: BTreeMap<String, SinkState>,
     /// Sinks delivering this bundle right now.
     in_flight: BTreeSet<String>,
+    /// Durable, its derived files being made ([`crate::bundle::finish`]):
+    /// not delivered nor evicted until [`Spool::finished`].
+    finishing: bool,
 }
 
 #[derive(Default)]
@@ -150,8 +153,18 @@ impl Spool {
     fn rebuild(&self) {
         let mut bundles = BTreeMap::new();
         for (path, m) in self.list() {
-            let sinks = read_ledger(&self.ledger_path(&m.id)).unwrap_or_default();
-            bundles.insert(m.id.clone(), self.record(&path, &m, sinks));
+            let ledger = read_ledger(&self.ledger_path(&m.id));
+            let mut record = self.record(&path, &m, ledger.clone().unwrap_or_default());
+            if m.derived.is_none() {
+                // Acknowledged, but the agent stopped before its derived
+                // files were made: made now, unless a sink has seen it
+                // (then it goes as it is, the same bytes to every sink).
+                match ledger {
+                    None => record.finishing = true,
+                    Some(_) => events::delivered_without_derived(&self.metrics, &m.id),
+                }
+            }
+            bundles.insert(m.id.clone(), record);
         }
         // Ledger files whose bundle is gone (a crash mid-eviction) and
         // temporary files of interrupted ledger writes.
@@ -210,6 +223,7 @@ impl Spool {
             created,
             sinks,
             in_flight: BTreeSet::new(),
+            finishing: false,
         }
     }
 
@@ -279,6 +293,43 @@ impl Spool {
     /// Renames the assembled bundle into place and makes the rename durable;
     /// from here on it is acknowledged and queued for every sink.
     pub fn commit(&self, id: &str, manifest: &Manifest) -> Result<PathBuf, SpoolError> {
+        self.commit_as(id, manifest, false)
+    }
+
+    /// [`Spool::commit`], but the bundle is queued only once
+    /// [`Spool::finished`] says its derived files are made.
+    pub fn commit_to_finish(&self, id: &str, manifest: &Manifest) -> Result<PathBuf, SpoolError> {
+        self.commit_as(id, manifest, true)
+    }
+
+    /// Bundles durable but not finished, from an earlier run: their ids and
+    /// directories, oldest first.
+    pub fn unfinished(&self) -> Vec<(String, PathBuf)> {
+        let index = self.index.lock();
+        index
+            .bundles
+            .iter()
+            .filter(|(_, r)| r.finishing)
+            .map(|(id, _)| (id.clone(), self.dir.join(id)))
+            .collect()
+    }
+
+    /// Queues a bundle committed with [`Spool::commit_to_finish`] for
+    /// delivery, its size counted again with the derived files.
+    pub fn finished(&self, id: &str) {
+        let mut index = self.index.lock();
+        let Some(r) = index.bundles.get_mut(id) else {
+            return;
+        };
+        r.finishing = false;
+        r.bytes = dir_bytes(&self.dir.join(id));
+        self.enforce_quota(&mut index, Some(id));
+        self.update_gauges(&index);
+        drop(index);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn commit_as(&self, id: &str, manifest: &Manifest, finishing: bool) -> Result<PathBuf, SpoolError> {
         let fail = |source| SpoolError::Commit {
             id: id.to_string(),
             dir: self.dir.clone(),
@@ -287,7 +338,8 @@ impl Spool {
         let dest = self.dir.join(id);
         fs::rename(self.partial_dir(id), &dest).map_err(fail)?;
         bundle::sync_dir(&self.dir).map_err(fail)?;
-        let record = self.record(&dest, manifest, BTreeMap::new());
+        let mut record = self.record(&dest, manifest, BTreeMap::new());
+        record.finishing = finishing;
         {
             let mut index = self.index.lock();
             index.reserved.remove(id);
@@ -322,7 +374,7 @@ impl Spool {
                 let id = index
                     .bundles
                     .iter()
-                    .filter(|(_, r)| is_pending(r, sink) && !r.in_flight.contains(sink))
+                    .filter(|(_, r)| is_pending(r, sink) && !r.in_flight.contains(sink) && !r.finishing)
                     .min_by_key(|(id, r)| (r.sinks.get(sink).and_then(|s| s.tried), id.as_str()))
                     .map(|(id, _)| id.clone())?;
                 if let Some(r) = index.bundles.get_mut(&id) {
@@ -418,7 +470,7 @@ impl Spool {
 
     /// A bundle may go once no configured sink still waits for it.
     fn evictable(&self, r: &Record) -> bool {
-        r.in_flight.is_empty() && self.sinks.iter().all(|s| !is_pending(r, s))
+        r.in_flight.is_empty() && !r.finishing && self.sinks.iter().all(|s| !is_pending(r, s))
     }
 
     fn enforce_quota(&self, index: &mut Index, keep: Option<&str>) {
@@ -645,6 +697,12 @@ mod tests {
         let d = spool.deliveries(&first.id).expect("known");
         assert_eq!(d["a"].state, DeliveryState::Delivered);
         assert!(!d.contains_key("b"), "removed sinks are not shown");
+        // The bundle no sink has seen and without derived files is finished
+        // before it goes (the one a sink saw goes as it is).
+        let left: Vec<String> = spool.unfinished().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(left, ["20260101T000001.000Z-t-0002"]);
+        assert!(spool.next_for("a").is_none(), "not before it is finished");
+        spool.finished("20260101T000001.000Z-t-0002");
         let again = spool.next_for("a").expect("the other bundle");
         assert_eq!(again.id, "20260101T000001.000Z-t-0002");
     }

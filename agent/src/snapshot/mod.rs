@@ -5,10 +5,12 @@
 //! departed target) is written up to its last window at once, with no
 //! post-trigger recording. Hands on: a bundle written aside
 //! with [`crate::bundle::BundleWriter`] and committed to the spool of
-//! [`crate::deliver`]; the snapshot is acknowledged only once committed.
+//! [`crate::deliver`]; the snapshot is acknowledged only once committed,
+//! and queued for delivery once its derived files are made (`derive`).
 //! Owns: the frozen windows (`Arc` clones of the ring's, no copy) until they
 //! are on disk, and the progress of every snapshot the API shows.
 
+mod derive;
 mod events;
 
 use std::collections::BTreeMap;
@@ -256,7 +258,9 @@ impl Snapshots {
                 continue;
             }
             let after = match scope {
-                Scope::PostTrigger => crate::units::Secs(firing.post_trigger.unwrap_or(self.post_trigger)).to_string(),
+                Scope::PostTrigger => {
+                    crate::units::Secs(firing.post_trigger.unwrap_or(self.post_trigger)).to_string()
+                }
                 Scope::UpTo { .. } => "nothing".into(),
             };
             info!(
@@ -436,7 +440,7 @@ impl Snapshots {
                         return Err("the ring held no window and none arrived; is the target being recorded? (GET /v1/targets)".to_string());
                     }
                     let m = w.finish(&bundle_meta).map_err(|e| e.to_string())?;
-                    spool.commit(&id2, &m).map(|p| (p, m)).map_err(|e| e.to_string())
+                    spool.commit_to_finish(&id2, &m).map(|p| (p, m)).map_err(|e| e.to_string())
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("bundle writer panicked: {e}")))
@@ -470,8 +474,10 @@ impl Snapshots {
                 );
                 self.update(&id, |p| {
                     p.phase = Phase::Complete;
-                    p.path = Some(path);
+                    p.path = Some(path.clone());
                 });
+                // Acknowledged above: the derived files never delay it.
+                self.finish_bundle(&id, path).await;
             }
             Err(why) => {
                 self.metrics

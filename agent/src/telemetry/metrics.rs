@@ -130,6 +130,8 @@ pub struct Metrics {
     pub snapshots: Family<KindResult, Counter>,
     /// Time from trigger to bundle durable on disk, not counting post_trigger.
     pub snapshot_write: Histogram,
+    /// Derived files of durable bundles (bundle.trace), by result.
+    pub bundle_stitch: Family<ResultLabels, Counter>,
     /// When each target last gave a good window.
     pub freshness: Arc<Freshness>,
     /// Kubernetes: targets found, watch failures, last good event; pod
@@ -191,6 +193,7 @@ impl Metrics {
             window_gap: Family::new_with_constructor(gap_histogram),
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
+            bundle_stitch: Family::default(),
             freshness: Arc::new(Freshness::default()),
             discovery_targets: Gauge::default(),
             discovery_last_success: FloatGauge::default(),
@@ -303,6 +306,11 @@ impl Metrics {
             "Time from the end of post-trigger recording to the bundle durable on disk",
             Unit::Seconds,
             m.snapshot_write.clone(),
+        );
+        registry.register(
+            "bundle_stitch",
+            "Durable bundles whose windows were stitched into bundle.trace, by result: stitched (one trace), split (several pieces), none (no window of Go >= 1.22), failed (the manifest says why), undone (delivered without, see the log)",
+            m.bundle_stitch.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build

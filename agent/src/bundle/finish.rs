@@ -1,0 +1,263 @@
+//! The step after a bundle is durable: files derived from its windows (`bundle.trace`), then the manifest rewritten to list them.
+//!
+//! A bundle is acknowledged once its windows and manifest are durable
+//! ([`super::BundleWriter`]); nothing here delays that. Then, on the
+//! blocking pool and before the bundle is queued for delivery, [`finish`]
+//! stitches the windows of Go >= 1.22 into one trace Go's parser accepts
+//! ([`gotrace::stitch`]): `bundle.trace`, and `bundle-2.trace`... when a
+//! seam cannot be stitched (another process, another Go version, a window
+//! cut short). Each file is written under a hidden temporary name, fsynced
+//! and renamed; then `manifest.pb` and `manifest.json` are replaced the same
+//! way with a `derived` section listing the files with their sha256, how
+//! each seam went, and when they were ready. Until that last rename the
+//! bundle is exactly what it was when acknowledged, so a crash in between
+//! loses nothing: the spool finishes the bundle again at startup.
+//!
+//! A stitch that fails (a window unreadable, the disk full) never fails the
+//! bundle: its derived files are removed and the manifest says why in
+//! `derived.stitch.error`.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use gotrace::stitch::{Output, SeamOutcome, Stitcher, Summary, WindowOutcome};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::write::write_synced;
+use super::{
+    read_manifest, sync_dir, BundleError, Derived, FileEntry, Manifest, StitchInfo, StitchPiece, StitchSeam,
+    StitchSkip, MANIFEST_JSON, MANIFEST_PB,
+};
+
+/// The stitched trace of a bundle (its first piece).
+pub const BUNDLE_TRACE: &str = "bundle.trace";
+
+/// Prefix of the temporary files this step writes in a bundle directory
+/// (hidden, so never listed nor delivered; removed when the step reruns).
+const TEMP_PREFIX: &str = ".derived-";
+
+/// What [`finish`] made of a bundle.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub manifest: Manifest,
+    /// For the `flightrec_bundle_stitch_total` metric: `stitched` (one
+    /// trace), `split` (several pieces), `none` (no window of Go >= 1.22),
+    /// `failed` (see the manifest's `derived.stitch.error`), `already` (the
+    /// manifest had its derived section).
+    pub result: &'static str,
+}
+
+/// The name of piece `index` (from 0).
+pub fn piece_name(index: usize) -> String {
+    match index {
+        0 => BUNDLE_TRACE.to_string(),
+        i => format!("bundle-{}.trace", i + 1),
+    }
+}
+
+/// Writes the derived files of the bundle in `dir` and rewrites its
+/// manifests to list them. `Err` only when the manifest cannot be read or
+/// rewritten: the bundle is then as it was, without derived files.
+pub fn finish(dir: &Path) -> Result<Finished, BundleError> {
+    finish_again(dir, false)
+}
+
+/// [`finish`]; with `again`, the derived files are made anew even when the
+/// manifest lists them (`flightrec stitch --again`).
+pub fn finish_again(dir: &Path, again: bool) -> Result<Finished, BundleError> {
+    let mut manifest = read_manifest(dir)?;
+    if manifest.derived.is_some() && !again {
+        return Ok(Finished {
+            manifest,
+            result: "already",
+        });
+    }
+    remove_leftovers(dir);
+    let (files, stitch, result) = match stitch(dir, &manifest) {
+        Ok((summary, files)) => {
+            let result = match summary.pieces.len() {
+                0 => "none",
+                1 => "stitched",
+                _ => "split",
+            };
+            (files, info(&summary), result)
+        }
+        Err(why) => {
+            remove_leftovers(dir);
+            let info = StitchInfo {
+                error: Some(why),
+                ..StitchInfo::default()
+            };
+            (Vec::new(), info, "failed")
+        }
+    };
+    // report.html: bundle::report (merged separately) — written here, once
+    // the stitched trace is in place, with `crate::bundle::report::write(dir,
+    // &manifest)` and listed in `files` like bundle.trace.
+    manifest.derived = Some(Derived {
+        ready_at: crate::units::rfc3339(SystemTime::now()),
+        files,
+        stitch,
+    });
+    write_manifests(dir, &manifest).map_err(|source| BundleError::Write {
+        id: manifest.id.clone(),
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Finished { manifest, result })
+}
+
+/// Stitches the windows into pieces in `dir`, each renamed into place once
+/// fsynced. `Err` says why none is kept.
+fn stitch(dir: &Path, manifest: &Manifest) -> Result<(Summary, Vec<FileEntry>), String> {
+    let mut pieces = Pieces {
+        dir: dir.to_path_buf(),
+        done: Vec::new(),
+    };
+    let mut s = Stitcher::new(&mut pieces);
+    for w in &manifest.windows {
+        let f = File::open(dir.join(&w.file)).map_err(|e| format!("cannot open {}: {e}", w.file))?;
+        s.add_window(&w.file, BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| e.to_string())?;
+    }
+    let summary = s.finish().map_err(|e| e.to_string())?;
+    let mut files = Vec::with_capacity(pieces.done.len());
+    for (name, bytes, sha256) in pieces.done {
+        fs::rename(dir.join(temp_name(&name)), dir.join(&name))
+            .map_err(|e| format!("cannot rename {name} into place: {e}"))?;
+        files.push(FileEntry {
+            file: name,
+            bytes,
+            sha256,
+        });
+    }
+    sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    Ok((summary, files))
+}
+
+fn info(summary: &Summary) -> StitchInfo {
+    let idx = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+    StitchInfo {
+        pieces: summary
+            .pieces
+            .iter()
+            .map(|p| StitchPiece {
+                file: piece_name(p.index),
+                windows: p.windows.iter().map(|&w| idx(w)).collect(),
+                generations: p.generations,
+                events_added: p.events_added,
+            })
+            .collect(),
+        seams: summary
+            .seams
+            .iter()
+            .map(|s| StitchSeam {
+                after: idx(s.after),
+                before: idx(s.before),
+                gap_ns: s.gap_ns,
+                outcome: match &s.outcome {
+                    SeamOutcome::Stitched { .. } => "stitched".into(),
+                    SeamOutcome::Split { reason } => format!("split: {reason}"),
+                },
+            })
+            .collect(),
+        skipped: summary
+            .windows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| match w {
+                WindowOutcome::Skipped { reason } => Some(StitchSkip {
+                    window: idx(i),
+                    reason: reason.clone(),
+                }),
+                WindowOutcome::Stitched { .. } => None,
+            })
+            .collect(),
+        error: None,
+    }
+}
+
+fn temp_name(name: &str) -> String {
+    format!("{TEMP_PREFIX}{name}")
+}
+
+/// Temporary files of an interrupted run, and pieces the manifest does not
+/// list (renamed into place before a crash): both are made again.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let piece = name.starts_with("bundle") && name.ends_with(".trace");
+        if name.starts_with(TEMP_PREFIX) || piece {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Replaces both manifests: each written aside, fsynced, renamed, then the
+/// directory fsynced. `manifest.pb` goes first, so a reader that sees the
+/// new JSON sees the new protobuf.
+fn write_manifests(dir: &Path, manifest: &Manifest) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+    let pb = manifest.to_proto().encode_to_vec();
+    for (name, bytes) in [(MANIFEST_PB, &pb), (MANIFEST_JSON, &json)] {
+        let tmp = dir.join(temp_name(name));
+        write_synced(&tmp, |out| out.write_all(bytes))?;
+        fs::rename(&tmp, dir.join(name))?;
+    }
+    sync_dir(dir)
+}
+
+/// The stitcher's output: each piece written to its temporary name through
+/// a hash.
+struct Pieces {
+    dir: PathBuf,
+    /// Pieces written and fsynced: name, bytes, sha256.
+    done: Vec<(String, u64, String)>,
+}
+
+struct PieceFile {
+    out: BufWriter<File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for PieceFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Output for &mut Pieces {
+    type Piece = PieceFile;
+
+    fn begin(&mut self, index: usize) -> io::Result<PieceFile> {
+        let f = File::create(self.dir.join(temp_name(&piece_name(index))))?;
+        Ok(PieceFile {
+            out: BufWriter::with_capacity(1 << 20, f),
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    fn end(&mut self, index: usize, piece: PieceFile) -> io::Result<()> {
+        let PieceFile { out, hasher, bytes } = piece;
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        self.done
+            .push((piece_name(index), bytes, hex::encode(hasher.finalize())));
+        Ok(())
+    }
+}
