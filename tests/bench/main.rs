@@ -6,7 +6,7 @@
 //!
 //! Run through `tests/bench/run.sh [--quick] [SECTION...]`; ignored by
 //! `cargo test`. Writes `target/bench/results.json` and `report.md`.
-//! Sections: coverage, cost, overhead, scale, trigger, memory.
+//! Sections: coverage, cost, overhead, scale, trigger, memory, stitch.
 //! `BENCH_AGENT_BIN=PATH` benchmarks another build of the agent.
 
 #[path = "../common/mod.rs"]
@@ -19,6 +19,7 @@ mod memory;
 mod overhead;
 mod report;
 mod scale;
+mod stitch;
 mod trigger;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ use memory::memory;
 use overhead::overhead;
 use report::*;
 use scale::scale;
+use stitch::stitch;
 use trigger::trigger;
 
 fn machine() -> Value {
@@ -104,13 +106,14 @@ fn bench() {
     r.json.insert("machine".into(), m);
     r.json.insert("quick".into(), json!(quick));
     type Section = fn(&mut Report, &Path);
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("coverage", coverage),
         ("cost", cost),
         ("overhead", overhead),
         ("scale", scale),
         ("trigger", trigger),
         ("memory", memory),
+        ("stitch", stitch),
     ];
     for (name, run) in sections {
         if only.is_empty() || only.iter().any(|o| o == name) {
