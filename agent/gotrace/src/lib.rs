@@ -87,7 +87,10 @@
 //! - [`stitch`]: joins consecutive windows of one process into one trace
 //!   Go's parser accepts, reconciling every goroutine's and P's state at
 //!   each seam with events timestamped inside the gap, and marking the
-//!   gap; [`encode`] writes the v2 format it is made of.
+//!   gap; [`encode`] writes the v2 format it is made of. The agent
+//!   writes every bundle's `bundle.trace` with it once the bundle is
+//!   durable; `cargo run --release -p gotrace --example stitch -- OUT.trace
+//!   WINDOW.trace...` does the same by hand.
 //! - [`Walker`]: validates the batch framing of a trace as it streams in,
 //!   chunk by chunk, finds the end of the last whole generation (the prefix
 //!   of a cut stream that Go's parser still accepts, see

@@ -102,7 +102,7 @@ fn read_archive(path: &Path) -> Result<(Manifest, Vec<bundle::WindowCheck>), Cli
 
 /// The files made from the windows once the bundle was durable, with the
 /// stitch's seams.
-fn render_derived(s: &mut String, m: &Manifest, checks: &[bundle::WindowCheck]) {
+fn render_derived(s: &mut String, dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) {
     let Some(d) = &m.derived else {
         let _ = writeln!(
             s,
@@ -151,7 +151,7 @@ fn render_derived(s: &mut String, m: &Manifest, checks: &[bundle::WindowCheck]) 
         let _ = writeln!(s, "  window {} left out: {}", k.window + 1, k.reason);
     }
     if let Some(p) = d.stitch.pieces.first() {
-        let _ = writeln!(s, "  open it with: go tool trace {}/{}", m.id, p.file);
+        let _ = writeln!(s, "  open it with: go tool trace {}", dir.join(&p.file).display());
     }
 }
 
@@ -289,7 +289,7 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
             );
         }
     }
-    render_derived(&mut s, m, checks);
+    render_derived(&mut s, dir, m, checks);
     let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
     let _ = writeln!(s);
     if bad.is_empty() {
