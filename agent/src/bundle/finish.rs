@@ -261,3 +261,83 @@ impl Output for &mut Pieces {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bundle of the gotrace crate's recorded windows (testdata/stitch),
+    /// with a manifest listing them; `missing` names one listed but absent.
+    fn bundle(dir: &Path, names: &[&str], missing: Option<&str>) {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("gotrace/testdata/stitch");
+        let mut windows = Vec::new();
+        for name in names {
+            let bytes = fs::read(data.join(name)).expect("testdata");
+            if missing != Some(*name) {
+                fs::write(dir.join(name), &bytes).expect("write");
+            }
+            windows.push(serde_json::json!({
+                "file": name, "start": "", "end": "", "bytes": bytes.len(),
+                "sha256": hex::encode(Sha256::digest(&bytes)), "go_version": "1.26",
+                "complete": true, "clock": "target"
+            }));
+        }
+        let m: Manifest = serde_json::from_value(serde_json::json!({
+            "id": "20260101T000000.000Z-t-0001", "agent_version": "0",
+            "created_at": "2026-01-01T00:00:00Z", "target": {"name": "t"},
+            "trigger": {"kind": "manual", "reason": "", "fired_at": "2026-01-01T00:00:00Z"},
+            "windows": windows
+        }))
+        .expect("manifest");
+        write_manifests(dir, &m).expect("manifests");
+    }
+
+    #[test]
+    fn windows_become_one_listed_trace_and_a_second_run_changes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let names = ["go1.26-gc-1.trace", "go1.26-gc-2.trace", "go1.26-gc-3.trace"];
+        bundle(tmp.path(), &names, None);
+        fs::write(tmp.path().join(temp_name(BUNDLE_TRACE)), b"left by a crash").expect("leftover");
+        let f = finish(tmp.path()).expect("finish");
+        assert_eq!(f.result, "stitched");
+        let d = f.manifest.derived.as_ref().expect("derived");
+        assert_eq!(d.files.len(), 1);
+        assert_eq!(d.files[0].file, BUNDLE_TRACE);
+        assert_eq!(d.stitch.pieces[0].windows, [0, 1, 2]);
+        assert!(d.stitch.seams.iter().all(|s| s.outcome == "stitched"));
+        assert!(!tmp.path().join(temp_name(BUNDLE_TRACE)).exists());
+        // Read back: every file, bundle.trace included, and manifest.pb.
+        let m = read_manifest(tmp.path()).expect("read");
+        assert_eq!(m, f.manifest);
+        let checks = super::super::verify(tmp.path(), &m);
+        assert!(checks.iter().all(|c| c.problem.is_none()), "{checks:?}");
+        assert!(checks.iter().any(|c| c.file == BUNDLE_TRACE));
+        let again = finish(tmp.path()).expect("finish");
+        assert_eq!(again.result, "already");
+        assert_eq!(read_manifest(tmp.path()).expect("read"), m);
+    }
+
+    #[test]
+    fn a_stitch_that_fails_leaves_the_bundle_whole_and_says_why() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let names = ["go1.26-gc-1.trace", "go1.26-gc-2.trace"];
+        bundle(tmp.path(), &names, Some("go1.26-gc-2.trace"));
+        let f = finish(tmp.path()).expect("the manifest is still written");
+        assert_eq!(f.result, "failed");
+        let d = f.manifest.derived.as_ref().expect("derived");
+        assert!(d.files.is_empty());
+        let why = d.stitch.error.as_deref().expect("error");
+        assert!(why.contains("go1.26-gc-2.trace"), "{why}");
+        let left: Vec<String> = fs::read_dir(tmp.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.starts_with("bundle") || n.starts_with(TEMP_PREFIX)),
+            "{left:?}"
+        );
+    }
+}
