@@ -423,20 +423,42 @@ pub fn tracecheck(files: &[PathBuf]) -> Vec<Check> {
 /// `flightrec inspect`, window tails included), and checks every window with
 /// Go's parser. Returns the manifest.
 pub fn assert_bundle_valid(dir: &Path) -> Value {
+    assert!(dir.join("manifest.pb").is_file(), "manifest.pb missing");
+    // A running agent may be replacing the manifests with ones that list
+    // bundle.trace (manifest.pb, then manifest.json): inspect again until
+    // it reads a pair from one moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let inspect = Command::new(AGENT)
+            .arg("inspect")
+            .arg(dir)
+            .output()
+            .expect("run flightrec inspect");
+        if inspect.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flightrec inspect found problems:\n{}",
+            String::from_utf8_lossy(&inspect.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest.json"))
             .expect("manifest is JSON");
-    assert!(dir.join("manifest.pb").is_file(), "manifest.pb missing");
-    let inspect = Command::new(AGENT)
-        .arg("inspect")
-        .arg(dir)
-        .output()
-        .expect("run flightrec inspect");
-    assert!(
-        inspect.status.success(),
-        "flightrec inspect found problems:\n{}",
-        String::from_utf8_lossy(&inspect.stdout)
-    );
+    // Stitched traces, when made, are accepted by Go's parser too.
+    let pieces: Vec<PathBuf> = manifest["derived"]["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["file"].as_str())
+        .filter(|f| f.ends_with(".trace"))
+        .map(|f| dir.join(f))
+        .collect();
+    for c in tracecheck(&pieces) {
+        assert!(c.ok, "Go's parser rejects the stitched {}: {}", c.file, c.error);
+    }
     let windows = manifest["windows"].as_array().expect("windows");
     assert!(!windows.is_empty(), "bundle has no windows");
     let mut names: Vec<&str> = windows.iter().filter_map(|w| w["file"].as_str()).collect();
