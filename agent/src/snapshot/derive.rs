@@ -11,11 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::info;
 
-use super::Snapshots;
+use super::{events, Snapshots};
 use crate::bundle::finish;
-use crate::telemetry::ResultLabels;
 
 impl Snapshots {
     /// Makes the derived files of the committed bundle `id` in `dir`, then
@@ -30,44 +29,7 @@ impl Snapshots {
                     why: format!("the finishing step panicked: {e}"),
                 })
             });
-        let result = match &done {
-            Ok(f) => f.result,
-            Err(_) => "failed",
-        };
-        self.metrics
-            .bundle_stitch
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc();
-        let seconds = started.elapsed().as_secs_f64();
-        match done {
-            Ok(f) => {
-                let d = f.manifest.derived.as_ref();
-                let files: Vec<&str> = d.iter().flat_map(|d| &d.files).map(|f| f.file.as_str()).collect();
-                let bytes: u64 = d.iter().flat_map(|d| &d.files).map(|f| f.bytes).sum();
-                let split: Vec<&str> = d
-                    .iter()
-                    .flat_map(|d| &d.stitch.seams)
-                    .filter(|s| s.outcome != "stitched")
-                    .map(|s| s.outcome.as_str())
-                    .collect();
-                match d.and_then(|d| d.stitch.error.as_deref()) {
-                    Some(why) => warn!(
-                        %id, error = %why, seconds,
-                        "could not stitch the bundle's windows into bundle.trace; the bundle is delivered without it"
-                    ),
-                    None => info!(
-                        %id, result = f.result, files = ?files, bytes, seconds, splits = ?split,
-                        "bundle derived files ready"
-                    ),
-                }
-            }
-            Err(e) => warn!(
-                %id, error = %e,
-                "could not add the derived files to the bundle's manifest; it is delivered as it was made"
-            ),
-        }
+        events::bundle_finished(&self.metrics, id, &done, started.elapsed().as_secs_f64());
         self.spool.finished(id);
     }
 
