@@ -119,6 +119,9 @@ fn stitch(dir: &Path, manifest: &Manifest) -> Result<(Summary, Vec<FileEntry>), 
     };
     let mut s = Stitcher::new(&mut pieces);
     for w in &manifest.windows {
+        if w.file.contains('/') || w.file.contains("..") {
+            return Err(format!("window file name {:?} leaves the bundle", w.file));
+        }
         let f = File::open(dir.join(&w.file)).map_err(|e| format!("cannot open {}: {e}", w.file))?;
         s.add_window(&w.file, BufReader::with_capacity(1 << 20, f))
             .map_err(|e| e.to_string())?;
