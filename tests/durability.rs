@@ -149,7 +149,6 @@ fn same_files(local: &Path, remote: &Path) {
             .map(|r| {
                 r.flatten()
                     .map(|e| e.file_name().to_string_lossy().to_string())
-                    .filter(|n| delivered_file(n))
                     .collect()
             })
             .unwrap_or_default()

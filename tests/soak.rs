@@ -359,9 +359,6 @@ breaker_cooldown = "5s"
         if local.join("manifest.json").is_file() {
             compared_local += 1;
             for e in std::fs::read_dir(&local).into_iter().flatten().flatten() {
-                if !delivered_file(&e.file_name().to_string_lossy()) {
-                    continue;
-                }
                 if sha256(&e.path()) != sha256(&remote.join(e.file_name())) {
                     bad.push(format!("{id}: {:?} differs from the local copy", e.file_name()));
                 }

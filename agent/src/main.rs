@@ -100,6 +100,17 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Make a bundle's derived files (bundle.trace: its windows stitched into
+    /// one trace) when it has none, as the agent does once a bundle is
+    /// durable; prints what was made. Not for a bundle a running agent is
+    /// delivering.
+    Stitch {
+        /// Bundle directory.
+        dir: PathBuf,
+        /// Make them again even if the manifest lists them.
+        #[arg(long)]
+        again: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -167,6 +178,22 @@ fn main() -> ExitCode {
         } => report(snapshot(
             target, reason, server, config, token_file, !no_wait, timeout,
         )),
+        Command::Stitch { dir, again } => match flightrec::bundle::finish::finish_again(&dir, again) {
+            Ok(f) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&f.manifest.derived).unwrap_or_default()
+                );
+                match f.manifest.derived.and_then(|d| d.stitch.error) {
+                    Some(_) => ExitCode::FAILURE,
+                    None => ExitCode::SUCCESS,
+                }
+            }
+            Err(e) => {
+                eprintln!("flightrec: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Inspect { path, json } => match cli::inspect(&path, json) {
             Ok((text, ok)) => {
                 print!("{text}");

@@ -6,7 +6,7 @@
 //!
 //! Run through `tests/bench/run.sh [--quick] [SECTION...]`; ignored by
 //! `cargo test`. Writes `target/bench/results.json` and `report.md`.
-//! Sections: coverage, cost, overhead, scale, trigger, memory, alertmanager, decode.
+//! Sections: coverage, cost, overhead, scale, trigger, memory, alertmanager, decode, stitch.
 //! `BENCH_AGENT_BIN=PATH` benchmarks another build of the agent.
 
 mod alertmanager;
@@ -21,6 +21,7 @@ mod memory;
 mod overhead;
 mod report;
 mod scale;
+mod stitch;
 mod trigger;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ use memory::memory;
 use overhead::overhead;
 use report::*;
 use scale::scale;
+use stitch::stitch;
 use trigger::trigger;
 
 fn machine() -> Value {
@@ -108,7 +110,7 @@ fn bench() {
     r.json.insert("machine".into(), m);
     r.json.insert("quick".into(), json!(quick));
     type Section = fn(&mut Report, &Path);
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("coverage", coverage),
         ("cost", cost),
         ("overhead", overhead),
@@ -117,6 +119,7 @@ fn bench() {
         ("memory", memory),
         ("alertmanager", alertmanager),
         ("decode", decode),
+        ("stitch", stitch),
     ];
     for (name, run) in sections {
         if only.is_empty() || only.iter().any(|o| o == name) {

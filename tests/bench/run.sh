@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # usage: tests/bench/run.sh [--quick] [SECTION...]
 # The benchmarks (tests/bench/main.rs): coverage, cost, overhead, scale, trigger,
-# memory, alertmanager, decode; all of them without SECTION. Each figure is measured beside a
+# memory, alertmanager, decode, stitch; all of them without SECTION. Each figure is measured beside a
 # baseline in the same run. Writes target/bench/results.json and
 # target/bench/report.md (BENCH_OUT=DIR to write elsewhere).
 #   --quick                  every phase shortened (about 4 minutes): a smoke check
@@ -16,9 +16,9 @@ sections=()
 for a in "$@"; do
 	case "$a" in
 	--quick) quick=1 ;;
-	coverage | cost | overhead | scale | trigger | memory | alertmanager | decode) sections+=("$a") ;;
+	coverage | cost | overhead | scale | trigger | memory | alertmanager | decode | stitch) sections+=("$a") ;;
 	*)
-		echo "usage: tests/bench/run.sh [--quick] [coverage|cost|overhead|scale|trigger|memory|alertmanager|decode]..." >&2
+		echo "usage: tests/bench/run.sh [--quick] [coverage|cost|overhead|scale|trigger|memory|alertmanager|decode|stitch]..." >&2
 		exit 2
 		;;
 	esac

@@ -485,14 +485,18 @@ fn parse_bundle(content_type: &str, body: &[u8]) -> Result<Parsed, String> {
     Ok((manifest, windows))
 }
 
-/// Every window and window tail the manifest lists: (file, sha256).
+/// Every file the manifest lists (windows, their tails, the ending's log,
+/// the derived bundle.trace): (file, sha256).
 fn listed_files(m: &flightrec_proto::v1::Manifest) -> Vec<(String, String)> {
+    let file = |f: &flightrec_proto::v1::File| (f.file.clone(), f.sha256.clone());
     m.windows
         .iter()
         .flat_map(|w| {
             std::iter::once((w.file.clone(), w.sha256.clone()))
                 .chain(w.tail.as_ref().map(|t| (t.file.clone(), t.sha256.clone())))
         })
+        .chain(m.ending.iter().filter_map(|e| e.log.as_ref()).map(file))
+        .chain(m.derived.iter().flat_map(|d| &d.files).map(file))
         .collect()
 }
 

@@ -345,11 +345,15 @@ impl Agent {
         self.wait_snapshot(&id, Duration::from_secs(60))
     }
 
+    /// Waits until snapshot `id` is durable and its derived files
+    /// (bundle.trace) are made, so its manifest no longer changes.
     pub fn wait_snapshot(&self, id: &str, timeout: Duration) -> PathBuf {
-        wait_for(&format!("snapshot {id}"), timeout, || {
+        wait_for(&format!("snapshot {id} and its derived files"), timeout, || {
             let (_, v) = self.get(&format!("/v1/snapshots/{id}"));
             match v["phase"].as_str() {
-                Some("complete") => Some(PathBuf::from(v["path"].as_str().expect("path"))),
+                Some("complete") if v["derived_ready_at"].is_string() => {
+                    Some(PathBuf::from(v["path"].as_str().expect("path")))
+                }
                 Some("failed") => panic!("snapshot {id} failed: {v}"),
                 _ => None,
             }
@@ -361,14 +365,6 @@ impl Agent {
         self.proc.signal("TERM");
         self.proc.wait_exit(Duration::from_secs(60))
     }
-}
-
-/// Whether a file of a bundle directory is one the sinks deliver. The agent
-/// adds report.html once the bundle is durable, and the manifest does not
-/// list it (yet: the derived files of bundle::finish will), so comparisons
-/// of a bundle with its delivered copy leave it out.
-pub fn delivered_file(name: &str) -> bool {
-    name != "report.html"
 }
 
 pub fn log_lines(path: &Path) -> Vec<Value> {
@@ -447,20 +443,42 @@ pub fn tracecheck(files: &[PathBuf]) -> Vec<Check> {
 /// `flightrec inspect`, window tails included), and checks every window with
 /// Go's parser. Returns the manifest.
 pub fn assert_bundle_valid(dir: &Path) -> Value {
+    assert!(dir.join("manifest.pb").is_file(), "manifest.pb missing");
+    // A running agent may be replacing the manifests with ones that list
+    // bundle.trace (manifest.pb, then manifest.json): inspect again until
+    // it reads a pair from one moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let inspect = Command::new(AGENT)
+            .arg("inspect")
+            .arg(dir)
+            .output()
+            .expect("run flightrec inspect");
+        if inspect.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flightrec inspect found problems:\n{}",
+            String::from_utf8_lossy(&inspect.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest.json"))
             .expect("manifest is JSON");
-    assert!(dir.join("manifest.pb").is_file(), "manifest.pb missing");
-    let inspect = Command::new(AGENT)
-        .arg("inspect")
-        .arg(dir)
-        .output()
-        .expect("run flightrec inspect");
-    assert!(
-        inspect.status.success(),
-        "flightrec inspect found problems:\n{}",
-        String::from_utf8_lossy(&inspect.stdout)
-    );
+    // Stitched traces, when made, are accepted by Go's parser too.
+    let pieces: Vec<PathBuf> = manifest["derived"]["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["file"].as_str())
+        .filter(|f| f.ends_with(".trace"))
+        .map(|f| dir.join(f))
+        .collect();
+    for c in tracecheck(&pieces) {
+        assert!(c.ok, "Go's parser rejects the stitched {}: {}", c.file, c.error);
+    }
     let windows = manifest["windows"].as_array().expect("windows");
     assert!(!windows.is_empty(), "bundle has no windows");
     let mut names: Vec<&str> = windows.iter().filter_map(|w| w["file"].as_str()).collect();

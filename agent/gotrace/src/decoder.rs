@@ -270,6 +270,30 @@ impl Decoder {
         self.state.order.p.iter().map(|(&p, s)| (ProcId(p), s.status))
     }
 
+    /// The scheduler state as of the last event yielded, for a writer
+    /// joining traces (see the `stitch` module).
+    pub(crate) fn ordering(&self) -> &crate::order::Ordering {
+        &self.state.order
+    }
+
+    /// Ends the generation being received as if the next one had begun
+    /// (what Go's parser concludes from the first batch of the next
+    /// generation before Go 1.26): yields its events. A no-op when none is
+    /// pending.
+    pub(crate) fn end_generation(&mut self, mut sink: impl FnMut(&Event<'_>)) -> Result<(), DecodeError> {
+        if let Some(done) = &self.done {
+            return Err(done.clone().err().unwrap_or(DecodeError::Finished));
+        }
+        if self.version.is_none() || self.state.gen.number == 0 || self.framer.pending() > 0 {
+            return Ok(());
+        }
+        let end = self.received();
+        match self.state.complete(end, &mut sink) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// Takes the next bytes of the stream and hands every event they
     /// complete to `sink`. An error is final: the events before it were
     /// yielded, none after.

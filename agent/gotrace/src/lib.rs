@@ -59,7 +59,8 @@
 //! which of two events at the same time comes first depends on them.
 //!
 //! Two traces glued together are not one trace: each restarts its
-//! generations, and goroutines change state in the untraced gap between them.
+//! generations, and goroutines change state in the untraced gap between
+//! them; [`stitch`] makes them one.
 //!
 //! # What is here
 //!
@@ -83,6 +84,13 @@
 //!   [`summary::Summary`].
 //! - [`check_header`] and [`sniff`]: is this a trace, of which Go version,
 //!   and if not, what does it look like.
+//! - [`stitch`]: joins consecutive windows of one process into one trace
+//!   Go's parser accepts, reconciling every goroutine's and P's state at
+//!   each seam with events timestamped inside the gap, and marking the
+//!   gap; [`encode`] writes the v2 format it is made of. The agent
+//!   writes every bundle's `bundle.trace` with it once the bundle is
+//!   durable; `cargo run --release -p gotrace --example stitch -- OUT.trace
+//!   WINDOW.trace...` does the same by hand.
 //! - [`Walker`]: validates the batch framing of a trace as it streams in,
 //!   chunk by chunk, finds the end of the last whole generation (the prefix
 //!   of a cut stream that Go's parser still accepts, see
@@ -146,6 +154,7 @@
 
 mod decoder;
 mod display;
+pub mod encode;
 mod error;
 mod event;
 mod frame;
@@ -160,6 +169,7 @@ mod order_ranges;
 mod resources;
 mod sched;
 mod spec;
+pub mod stitch;
 mod structural;
 pub mod summary;
 mod tables;

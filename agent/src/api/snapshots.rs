@@ -70,6 +70,9 @@ fn summary(spool: &spool::Spool, path: &std::path::Path, m: &bundle::Manifest) -
         "windows": m.windows.len(),
         "bytes": m.total_bytes(),
         "path": path,
+        // When bundle.trace was made and the bundle queued for delivery;
+        // null until then.
+        "derived_ready_at": m.derived.as_ref().map(|d| d.ready_at.as_str()),
         "delivery": spool.deliveries(&m.id).unwrap_or_default(),
     })
 }

@@ -182,6 +182,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, options: RunOption
         recording_stopped.clone(),
         closing.clone(),
     );
+    // Bundles durable before a stop but not finished: their bundle.trace.
+    snapshots.finish_leftovers();
 
     let gate = Gate::new(
         config.triggers.limits.clone(),

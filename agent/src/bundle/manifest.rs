@@ -27,6 +27,57 @@ pub struct Manifest {
     /// How the recording ended when not after `post_trigger` (a crash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ending: Option<Ending>,
+    /// Files made from the windows after the bundle was durable
+    /// ([`crate::bundle::finish`]); `None` until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived: Option<Derived>,
+}
+
+/// Files made from the windows once the bundle was durable (manifest.proto
+/// `Derived`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Derived {
+    /// When they were written (RFC 3339, agent clock).
+    pub ready_at: String,
+    pub files: Vec<FileEntry>,
+    pub stitch: StitchInfo,
+}
+
+/// How the windows were stitched into `bundle.trace` (and its pieces).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StitchInfo {
+    pub pieces: Vec<StitchPiece>,
+    pub seams: Vec<StitchSeam>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<StitchSkip>,
+    /// Why stitching failed altogether.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StitchPiece {
+    pub file: String,
+    /// Indices into `windows`.
+    pub windows: Vec<u32>,
+    pub generations: u64,
+    pub events_added: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StitchSeam {
+    pub after: u32,
+    pub before: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_ns: Option<u64>,
+    /// `stitched`, or `split: <why>`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StitchSkip {
+    pub window: u32,
+    pub reason: String,
 }
 
 /// How a bundle's recording ended (manifest.proto `Ending`).
@@ -80,6 +131,9 @@ pub enum FileRole {
     Tail,
     /// Text.
     Log,
+    /// A file made from the windows after the bundle was durable
+    /// (`bundle.trace`: a Go execution trace).
+    Derived,
 }
 
 impl FileRole {
@@ -89,6 +143,7 @@ impl FileRole {
             FileRole::Window => "window",
             FileRole::Tail => "tail",
             FileRole::Log => "log",
+            FileRole::Derived => "derived",
         }
     }
 }
@@ -235,18 +290,53 @@ impl Manifest {
                 at: e.at.clone(),
                 blind_spot_seconds: e.blind_spot_seconds.unwrap_or(-1.0),
                 tail_blind_spot_seconds: e.tail_blind_spot_seconds.unwrap_or(-1.0),
-                log: e.log.as_ref().map(|l| pb::File {
-                    file: l.file.clone(),
-                    bytes: l.bytes,
-                    sha256: l.sha256.clone(),
+                log: e.log.as_ref().map(pb_file),
+            }),
+            derived: self.derived.as_ref().map(|d| pb::Derived {
+                ready_at: d.ready_at.clone(),
+                files: d.files.iter().map(pb_file).collect(),
+                stitch: Some(pb::Stitch {
+                    pieces: d
+                        .stitch
+                        .pieces
+                        .iter()
+                        .map(|p| pb::StitchPiece {
+                            file: p.file.clone(),
+                            windows: p.windows.clone(),
+                            generations: p.generations,
+                            events_added: p.events_added,
+                        })
+                        .collect(),
+                    seams: d
+                        .stitch
+                        .seams
+                        .iter()
+                        .map(|s| pb::StitchSeam {
+                            after: s.after,
+                            before: s.before,
+                            gap_ns: s.gap_ns.map_or(-1, |g| i64::try_from(g).unwrap_or(i64::MAX)),
+                            outcome: s.outcome.clone(),
+                        })
+                        .collect(),
+                    skipped: d
+                        .stitch
+                        .skipped
+                        .iter()
+                        .map(|s| pb::StitchSkip {
+                            window: s.window,
+                            reason: s.reason.clone(),
+                        })
+                        .collect(),
+                    error: d.stitch.error.clone().unwrap_or_default(),
                 }),
             }),
         }
     }
 
     /// Every file the manifest lists besides itself, in delivery order: each
-    /// window's trace and then its tail, then the log. Sinks deliver these
-    /// and `inspect` checks them.
+    /// window's trace and then its tail, then the log, then the derived
+    /// files (`bundle.trace`...). Sinks deliver these and `inspect` checks
+    /// them.
     pub fn files(&self) -> Vec<Listed<'_>> {
         let mut out = Vec::with_capacity(self.windows.len() + 1);
         for w in &self.windows {
@@ -271,6 +361,14 @@ impl Manifest {
                 file: &l.file,
                 bytes: l.bytes,
                 sha256: &l.sha256,
+            });
+        }
+        for d in self.derived.iter().flat_map(|d| &d.files) {
+            out.push(Listed {
+                role: FileRole::Derived,
+                file: &d.file,
+                bytes: d.bytes,
+                sha256: &d.sha256,
             });
         }
         out
@@ -303,6 +401,14 @@ impl Manifest {
     /// Bytes of every listed file.
     pub fn total_bytes(&self) -> u64 {
         self.files().iter().map(|f| f.bytes).sum()
+    }
+}
+
+fn pb_file(f: &FileEntry) -> pb::File {
+    pb::File {
+        file: f.file.clone(),
+        bytes: f.bytes,
+        sha256: f.sha256.clone(),
     }
 }
 

@@ -5,8 +5,11 @@
 //! is durable; [`crate::deliver`] keeps and ships it, the API, `flightrec
 //! inspect` and `flightrec report` read it. It is written into a hidden directory beside its final
 //! place, every file and the directory fsynced, then renamed into place and
-//! the parent fsynced: it appears whole or not at all.
+//! the parent fsynced: it appears whole or not at all. Once durable,
+//! [`finish`] adds the files derived from its windows (`bundle.trace`, the
+//! windows stitched into one trace) and rewrites the manifest to list them.
 
+pub mod finish;
 mod manifest;
 pub mod report;
 mod summary;
@@ -14,7 +17,8 @@ mod verify;
 mod write;
 
 pub use manifest::{
-    CoverageInfo, Ending, FileEntry, FileRole, Listed, Manifest, TailEntry, TargetInfo, Trigger, WindowEntry,
+    CoverageInfo, Derived, Ending, FileEntry, FileRole, Listed, Manifest, StitchInfo, StitchPiece,
+    StitchSeam, StitchSkip, TailEntry, TargetInfo, Trigger, WindowEntry,
 };
 pub use summary::SummaryEntry;
 pub use verify::{facts, read_manifest, verify, verify_with, FileFacts, WindowCheck};

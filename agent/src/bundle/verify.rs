@@ -62,7 +62,8 @@ pub fn facts(mut r: impl Read) -> io::Result<FileFacts> {
     })
 }
 
-/// Re-hashes every file the manifest lists in `dir` (windows, tails, a log)
+/// Re-hashes every file the manifest lists in `dir` (windows, tails, a log,
+/// the derived `bundle.trace`)
 /// and checks it against the manifest, that each window is a Go trace, and
 /// that `manifest.pb` says the same as the JSON.
 pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<WindowCheck> {
@@ -113,8 +114,14 @@ fn check_file(l: &Listed<'_>, f: &FileFacts) -> Result<(), String> {
     if f.sha256 != l.sha256 {
         return Err(format!("sha256 is {}, manifest says {}", f.sha256, l.sha256));
     }
-    // A tail starts mid-trace and a log is text: only a window has a header.
-    if l.role == FileRole::Window {
+    // A tail starts mid-trace and a log is text: only a window and a
+    // stitched trace have a header.
+    let trace = match l.role {
+        FileRole::Window => true,
+        FileRole::Derived => l.file.ends_with(".trace"),
+        FileRole::Tail | FileRole::Log => false,
+    };
+    if trace {
         gotrace::check_header(&f.head).map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -199,6 +199,7 @@ impl BundleWriter {
             coverage: cov,
             windows: std::mem::take(&mut self.entries),
             ending: None,
+            derived: None,
         };
         if let Some(d) = &meta.death {
             let log = match &d.log {
@@ -240,7 +241,7 @@ impl BundleWriter {
 type Facts = (u64, String);
 
 /// Writes a file through a buffer while hashing it, then fsyncs it.
-fn write_synced(
+pub(super) fn write_synced(
     path: &Path,
     body: impl FnOnce(&mut HashingWriter<BufWriter<&File>>) -> io::Result<()>,
 ) -> io::Result<Facts> {

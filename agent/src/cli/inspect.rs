@@ -31,8 +31,6 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(String, bool), CliError> {
 /// A bundle read and verified.
 pub(super) struct Opened {
     pub manifest: Manifest,
-    /// manifest.json as written, for sections this agent does not model.
-    pub raw: serde_json::Value,
     pub checks: Vec<bundle::WindowCheck>,
 }
 
@@ -41,16 +39,8 @@ pub(super) struct Opened {
 pub(super) fn open(path: &Path) -> Result<Opened, CliError> {
     if path.is_dir() {
         let manifest = bundle::read_manifest(path).map_err(|e| CliError::Bundle(e.to_string()))?;
-        let raw = std::fs::read(path.join(bundle::MANIFEST_JSON))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
         let checks = bundle::verify(path, &manifest);
-        Ok(Opened {
-            manifest,
-            raw,
-            checks,
-        })
+        Ok(Opened { manifest, checks })
     } else if path.is_file() {
         read_archive(path)
     } else {
@@ -112,7 +102,6 @@ fn read_archive(path: &Path) -> Result<Opened, CliError> {
     let json_bytes = json_bytes.ok_or_else(|| fail("no manifest.json in the archive".into()))?;
     let manifest: Manifest =
         serde_json::from_slice(&json_bytes).map_err(|e| fail(format!("bad manifest.json: {e}")))?;
-    let raw = serde_json::from_slice(&json_bytes).unwrap_or_default();
     let pb = pb_bytes.ok_or_else(|| "missing from the archive".to_string());
     let checks = bundle::verify_with(&manifest, pb, |name| {
         facts
@@ -120,11 +109,62 @@ fn read_archive(path: &Path) -> Result<Opened, CliError> {
             .cloned()
             .ok_or_else(|| "missing from the archive".to_string())
     });
-    Ok(Opened {
-        manifest,
-        raw,
-        checks,
-    })
+    Ok(Opened { manifest, checks })
+}
+
+/// The files made from the windows once the bundle was durable, with the
+/// stitch's seams.
+fn render_derived(s: &mut String, dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) {
+    let Some(d) = &m.derived else {
+        let _ = writeln!(
+            s,
+            "\nderived   none (bundle.trace not made: the agent had not finished the bundle)"
+        );
+        return;
+    };
+    let _ = writeln!(s, "\nderived   ready at {}", d.ready_at);
+    if let Some(why) = &d.stitch.error {
+        let _ = writeln!(s, "  no bundle.trace: {why}");
+    }
+    for p in &d.stitch.pieces {
+        let f = d.files.iter().find(|f| f.file == p.file);
+        let state = match checks
+            .iter()
+            .find(|c| c.file == p.file)
+            .and_then(|c| c.problem.as_deref())
+        {
+            Some(why) => format!("BAD: {why}"),
+            None => "sha256 ok".into(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<20} windows {}, {} generations, {} events added at seams, {}: {state}",
+            p.file,
+            p.windows
+                .iter()
+                .map(|w| (w + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            p.generations,
+            p.events_added,
+            f.map_or("?".to_string(), |f| Bytes(f.bytes).to_string()),
+        );
+    }
+    for seam in d.stitch.seams.iter().filter(|x| x.outcome != "stitched") {
+        let _ = writeln!(
+            s,
+            "  seam {}|{}: {}",
+            seam.after + 1,
+            seam.before + 1,
+            seam.outcome
+        );
+    }
+    for k in &d.stitch.skipped {
+        let _ = writeln!(s, "  window {} left out: {}", k.window + 1, k.reason);
+    }
+    if let Some(p) = d.stitch.pieces.first() {
+        let _ = writeln!(s, "  open it with: go tool trace {}", dir.join(&p.file).display());
+    }
 }
 
 fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
@@ -262,17 +302,22 @@ fn render(dir: &Path, m: &Manifest, checks: &[bundle::WindowCheck]) -> String {
         }
     }
     render_summaries(&mut s, m);
+    render_derived(&mut s, dir, m, checks);
     let bad: Vec<&bundle::WindowCheck> = checks.iter().filter(|c| c.problem.is_some()).collect();
     let _ = writeln!(s);
     if bad.is_empty() {
         let tails = m.windows.iter().filter(|w| w.tail.is_some()).count();
         let _ = writeln!(
             s,
-            "verified: {} windows{}, {}, every sha256 matches; manifest.pb agrees",
+            "verified: {} windows{}{}, {}, every sha256 matches; manifest.pb agrees",
             m.windows.len(),
             match tails {
                 0 => String::new(),
                 n => format!(" and {n} tail{}", if n == 1 { "" } else { "s" }),
+            },
+            match m.derived.as_ref().map_or(0, |d| d.files.len()) {
+                0 => String::new(),
+                n => format!(" and {n} derived file{}", if n == 1 { "" } else { "s" }),
             },
             Bytes(m.total_bytes())
         );

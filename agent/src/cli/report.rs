@@ -18,11 +18,7 @@ pub struct Written {
 /// by default `report.html` inside a bundle directory or
 /// `./<id>-report.html` beside an archive.
 pub fn write_report(path: &Path, out: Option<&Path>) -> Result<Written, CliError> {
-    let Opened {
-        manifest,
-        raw,
-        checks,
-    } = open(path)?;
+    let Opened { manifest, checks } = open(path)?;
     let problems: Vec<String> = checks
         .iter()
         .filter_map(|c| c.problem.as_ref().map(|p| format!("{}: {p}", c.file)))
@@ -33,14 +29,14 @@ pub fn write_report(path: &Path, out: Option<&Path>) -> Result<Written, CliError
                 .unwrap_or_else(|_| path.to_path_buf())
                 .display()
                 .to_string(),
-            stitched: report::stitched_listed(&raw),
+            stitched: report::stitched_listed(&manifest),
             note: None,
             problems: problems.clone(),
         }
     } else {
         Options {
             bundle: manifest.id.clone(),
-            stitched: report::stitched_listed(&raw),
+            stitched: report::stitched_listed(&manifest),
             note: Some(format!(
                 "The commands name the bundle's files as extracted from {} into {}/.",
                 path.display(),

@@ -57,12 +57,23 @@ pub async fn snapshot(args: SnapshotArgs) -> Result<Vec<PathBuf>, CliError> {
         loop {
             let v = call(client.get(format!("{base}/v1/snapshots/{id}")), &base).await?;
             match v["phase"].as_str() {
-                Some("complete") => {
+                // Durable; its bundle.trace follows within seconds, and the
+                // bundle does not change after that.
+                Some("complete") if v["derived_ready_at"].is_string() || started.elapsed() > args.timeout => {
                     let path = PathBuf::from(v["path"].as_str().unwrap_or_default());
                     println!("snapshot {id} written: {}", path.display());
                     let manifest: Option<Manifest> = serde_json::from_value(v["manifest"].clone()).ok();
                     if let Some(w) = manifest.as_ref().and_then(Manifest::trigger_window) {
                         println!("  open with: go tool trace {}", path.join(&w.file).display());
+                    }
+                    let derived = manifest.as_ref().and_then(|m| m.derived.as_ref());
+                    match derived.and_then(|d| d.stitch.pieces.first()) {
+                        Some(p) => println!(
+                            "  every window in one trace: go tool trace {}",
+                            path.join(&p.file).display()
+                        ),
+                        None if derived.is_none() => println!("  bundle.trace: not made yet"),
+                        None => {}
                     }
                     paths.push(path);
                     break;

@@ -32,6 +32,17 @@ pub fn spool_evicted(m: &Metrics, id: &str, target: &str, bytes: u64, reason: &s
     }
 }
 
+/// A bundle of an earlier run that a sink had already seen before its
+/// derived files were made: it goes as it is.
+pub fn delivered_without_derived(m: &Metrics, id: &str) {
+    m.bundle_stitch
+        .get_or_create(&crate::telemetry::ResultLabels {
+            result: "undone".into(),
+        })
+        .inc();
+    warn!(%id, "this bundle's derived files (bundle.trace) were never made: the agent stopped after a sink had started delivering it, so it is delivered without them, the same bytes to every sink");
+}
+
 pub fn ledger_write_failed(id: &str, err: &std::io::Error) {
     error!(%id, error = %err, "cannot record delivery state in the spool ledger; after a restart this bundle is delivered again");
 }

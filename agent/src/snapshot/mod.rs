@@ -5,10 +5,12 @@
 //! departed target) is written up to its last window at once, with no
 //! post-trigger recording. Hands on: a bundle written aside
 //! with [`crate::bundle::BundleWriter`] and committed to the spool of
-//! [`crate::deliver`]; the snapshot is acknowledged only once committed.
+//! [`crate::deliver`]; the snapshot is acknowledged only once committed,
+//! and queued for delivery once its derived files are made (`derive`).
 //! Owns: the frozen windows (`Arc` clones of the ring's, no copy) until they
 //! are on disk, and the progress of every snapshot the API shows.
 
+mod derive;
 mod events;
 
 use std::collections::BTreeMap;
@@ -440,7 +442,7 @@ impl Snapshots {
                         return Err("the ring held no window and none arrived; is the target being recorded? (GET /v1/targets)".to_string());
                     }
                     let m = w.finish(&bundle_meta).map_err(|e| e.to_string())?;
-                    spool.commit(&id2, &m).map(|p| (p, m)).map_err(|e| e.to_string())
+                    spool.commit_to_finish(&id2, &m).map(|p| (p, m)).map_err(|e| e.to_string())
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("bundle writer panicked: {e}")))
@@ -472,13 +474,12 @@ impl Snapshots {
                     bytes = manifest.total_bytes(), post_trigger_complete = complete,
                     "snapshot bundle durable on disk"
                 );
-                let dir = path.clone();
                 self.update(&id, |p| {
                     p.phase = Phase::Complete;
-                    p.path = Some(path);
+                    p.path = Some(path.clone());
                 });
-                // derived files: merged into bundle::finish with the stitcher
-                self.write_report(&id, dir, manifest).await;
+                // Acknowledged above: the derived files never delay it.
+                self.finish_bundle(&id, path).await;
             }
             Err(why) => {
                 self.metrics
@@ -494,20 +495,6 @@ impl Snapshots {
                     p.error = Some(why);
                 });
             }
-        }
-    }
-
-    /// Writes the bundle's report.html once it is durable and acknowledged,
-    /// so the page never delays trigger-to-durable; a failure is logged and
-    /// counted, never the bundle's.
-    async fn write_report(&self, id: &str, dir: PathBuf, manifest: crate::bundle::Manifest) {
-        let started = Instant::now();
-        let written =
-            tokio::task::spawn_blocking(move || crate::bundle::report::write(&dir, &manifest)).await;
-        match written {
-            Ok(Ok(path)) => events::report_written(&self.metrics, id, &path, started.elapsed()),
-            Ok(Err(e)) => events::report_failed(&self.metrics, id, &e.to_string()),
-            Err(e) => events::report_failed(&self.metrics, id, &format!("the report writer panicked: {e}")),
         }
     }
 }

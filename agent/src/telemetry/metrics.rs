@@ -132,6 +132,8 @@ pub struct Metrics {
     pub snapshot_write: Histogram,
     /// report.html pages written into durable bundles, by result (written | failed).
     pub reports: Family<ResultLabels, Counter>,
+    /// Derived files of durable bundles (bundle.trace), by result.
+    pub bundle_stitch: Family<ResultLabels, Counter>,
     /// When each target last gave a good window.
     pub freshness: Arc<Freshness>,
     /// Kubernetes: targets found, watch failures, last good event; pod
@@ -196,6 +198,7 @@ impl Metrics {
             snapshots: Family::default(),
             snapshot_write: latency_histogram(),
             reports: Family::default(),
+            bundle_stitch: Family::default(),
             freshness: Arc::new(Freshness::default()),
             discovery_targets: Gauge::default(),
             discovery_last_success: FloatGauge::default(),
@@ -314,6 +317,11 @@ impl Metrics {
             "reports",
             "report.html pages written into bundles once durable, by result (written | failed)",
             m.reports.clone(),
+        );
+        registry.register(
+            "bundle_stitch",
+            "Durable bundles whose windows were stitched into bundle.trace, by result: stitched (one trace), split (several pieces), none (no window of Go >= 1.22), failed (the manifest says why), undone (delivered without, see the log)",
+            m.bundle_stitch.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build

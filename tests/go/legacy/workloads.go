@@ -6,9 +6,11 @@ package main
 // Flags only (this service has no /control). Stdlib only, Go 1.21.
 
 import (
+	"context"
 	"flag"
 	"log"
 	"runtime"
+	"runtime/trace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,10 +22,11 @@ type loadConfig struct {
 	stwEvery   time.Duration
 	burst      int
 	burstEvery time.Duration
+	regions    time.Duration
 }
 
-// loadFlags registers -gc-every, -alloc-rate, -stw-every, -burst and
-// -burst-every on the default flag set.
+// loadFlags registers -gc-every, -alloc-rate, -stw-every, -burst,
+// -burst-every and -regions on the default flag set.
 func loadFlags() *loadConfig {
 	c := &loadConfig{}
 	flag.DurationVar(&c.gcEvery, "gc-every", 0, "force a garbage collection (runtime.GC) this often (0 = never)")
@@ -31,13 +34,14 @@ func loadFlags() *loadConfig {
 	flag.DurationVar(&c.stwEvery, "stw-every", 0, "stop the world (runtime.ReadMemStats) this often (0 = never)")
 	flag.IntVar(&c.burst, "burst", 0, "goroutines started at once every -burst-every, each doing ~20 µs of CPU")
 	flag.DurationVar(&c.burstEvery, "burst-every", 100*time.Millisecond, "period of the -burst goroutine bursts")
+	flag.DurationVar(&c.regions, "regions", 0, "run a traced task whose region lasts this long (with a nested region and log lines), over and over (0 = none)")
 	return c
 }
 
 // start runs the configured workloads until the process exits.
 func (c loadConfig) start() {
-	if c.gcEvery < 0 || c.allocRate < 0 || c.stwEvery < 0 || c.burst < 0 || (c.burst > 0 && c.burstEvery <= 0) {
-		log.Fatal("-gc-every, -alloc-rate, -stw-every, -burst must be >= 0 and -burst-every > 0")
+	if c.gcEvery < 0 || c.allocRate < 0 || c.stwEvery < 0 || c.burst < 0 || c.regions < 0 || (c.burst > 0 && c.burstEvery <= 0) {
+		log.Fatal("-gc-every, -alloc-rate, -stw-every, -burst, -regions must be >= 0 and -burst-every > 0")
 	}
 	every := func(d time.Duration, f func()) {
 		if d > 0 {
@@ -59,6 +63,27 @@ func (c loadConfig) start() {
 	}
 	if c.allocRate > 0 {
 		go allocate(c.allocRate)
+	}
+	if c.regions > 0 {
+		go annotate(c.regions)
+	}
+}
+
+// annotate runs a runtime/trace task over and over, as in cmd/fixture: an
+// outer region of span holding an inner one, log lines, so that regions
+// are open across the edges of trace windows.
+func annotate(span time.Duration) {
+	for n := 0; ; n++ {
+		ctx, task := trace.NewTask(context.Background(), "fixture-task")
+		trace.WithRegion(ctx, "fixture-outer", func() {
+			trace.Logf(ctx, "fixture", "task %d begins", n)
+			time.Sleep(span / 2)
+			trace.WithRegion(ctx, "fixture-inner", func() {
+				trace.Log(ctx, "fixture", "inner")
+				time.Sleep(span / 2)
+			})
+		})
+		task.End()
 	}
 }
 

@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{sync_dir, Manifest, MANIFEST_JSON};
+use super::{sync_dir, Manifest};
 
 pub use data::{Compared, Model, Verdict, Worst, DIFFERENT_RATIO, NEAR_SECONDS};
 
@@ -23,7 +23,7 @@ pub use data::{Compared, Model, Verdict, Worst, DIFFERENT_RATIO, NEAR_SECONDS};
 pub const REPORT_HTML: &str = "report.html";
 
 /// The stitched trace's name in a bundle, when its manifest lists one.
-pub const STITCHED_TRACE: &str = "bundle.trace";
+pub const STITCHED_TRACE: &str = super::finish::BUNDLE_TRACE;
 
 /// How the page names the bundle's files in the commands it shows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,36 +41,27 @@ pub struct Options {
 }
 
 impl Options {
-    /// For the bundle directory `dir`, reading its manifest.json for a
-    /// stitched trace it lists.
-    pub fn for_dir(dir: &Path) -> Options {
-        let raw = fs::read(dir.join(MANIFEST_JSON))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    /// For the bundle directory `dir`: the stitched trace its manifest lists.
+    pub fn for_dir(dir: &Path, manifest: &Manifest) -> Options {
         Options {
             bundle: dir.display().to_string(),
-            stitched: raw.as_ref().and_then(stitched_listed),
+            stitched: stitched_listed(manifest),
             note: None,
             problems: Vec::new(),
         }
     }
 }
 
-/// The stitched trace a manifest's `derived` files list, if any. Tolerant
-/// of the section's shape (a list of `{"file": ...}` or a map of them):
-/// only a listed file counts, never one merely present in the directory.
-pub fn stitched_listed(manifest: &serde_json::Value) -> Option<String> {
-    let derived = manifest.get("derived")?;
-    let entries: Vec<&serde_json::Value> = match derived {
-        serde_json::Value::Array(a) => a.iter().collect(),
-        serde_json::Value::Object(o) => o.values().collect(),
-        _ => Vec::new(),
-    };
-    entries
-        .into_iter()
-        .filter_map(|e| e.get("file").and_then(|f| f.as_str()))
-        .find(|f| *f == STITCHED_TRACE)
-        .map(str::to_string)
+/// The stitched trace the manifest's derived files list, if any: only a
+/// listed file counts, never one merely present in the directory.
+pub fn stitched_listed(manifest: &Manifest) -> Option<String> {
+    manifest
+        .derived
+        .as_ref()?
+        .files
+        .iter()
+        .find(|f| f.file == STITCHED_TRACE)
+        .map(|f| f.file.clone())
 }
 
 /// The whole page for `manifest`.
@@ -85,7 +76,7 @@ pub fn render(manifest: &Manifest, options: &Options) -> String {
 /// temporary file that vanishes under them.
 pub fn write(dir: &Path, manifest: &Manifest) -> io::Result<PathBuf> {
     let path = dir.join(REPORT_HTML);
-    let html = render(manifest, &Options::for_dir(dir));
+    let html = render(manifest, &Options::for_dir(dir, manifest));
     let tmp = match (dir.parent(), dir.file_name()) {
         (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
             parent.join(format!(".{}.{REPORT_HTML}.tmp", name.to_string_lossy()))

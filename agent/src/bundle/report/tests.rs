@@ -1,6 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::bundle::MANIFEST_JSON;
 
 /// A window of one second starting `i` seconds after 10:10:00, with `summary`.
 fn window(i: u64, summary: Value) -> Value {
@@ -247,14 +248,16 @@ fn what_the_manifest_says_cannot_break_out_of_the_page() {
 
 #[test]
 fn with_a_stitched_trace_listed_every_command_opens_it_at_the_window() {
-    let manifest_json =
-        json!({"derived": [{"file": "report.html"}, {"file": "bundle.trace", "bytes": 9, "sha256": "00"}]});
-    assert_eq!(stitched_listed(&manifest_json).as_deref(), Some("bundle.trace"));
+    let mut m = stormy();
+    assert_eq!(stitched_listed(&m), None);
+    m.derived = Some(derived(&["report.html", "bundle.trace"]));
+    assert_eq!(stitched_listed(&m).as_deref(), Some("bundle.trace"));
+    m.derived = Some(derived(&["bundle-2.trace"]));
     assert_eq!(
-        stitched_listed(&json!({"derived": {"stitched": {"file": "bundle.trace"}}})).as_deref(),
-        Some("bundle.trace")
+        stitched_listed(&m),
+        None,
+        "only bundle.trace is the stitched trace"
     );
-    assert_eq!(stitched_listed(&json!({"windows": []})), None);
     let o = Options {
         bundle: "my bundles/b1".into(),
         stitched: Some("bundle.trace".into()),
@@ -273,10 +276,9 @@ fn write_puts_the_page_in_the_bundle_atomically_and_reads_the_derived_files() {
     let spool = tempfile::tempdir().expect("tempdir");
     let dir = spool.path().join("b1");
     std::fs::create_dir(&dir).expect("mkdir");
-    let m = stormy();
-    let mut raw = serde_json::to_value(&m).expect("json");
-    raw["derived"] = json!([{"file": "bundle.trace", "bytes": 1, "sha256": "00"}]);
-    std::fs::write(dir.join(MANIFEST_JSON), raw.to_string()).expect("write");
+    let mut m = stormy();
+    m.derived = Some(derived(&["bundle.trace"]));
+    std::fs::write(dir.join(MANIFEST_JSON), serde_json::to_vec(&m).expect("json")).expect("write");
     let path = write(&dir, &m).expect("write the report");
     assert_eq!(path, dir.join(REPORT_HTML));
     let html = std::fs::read_to_string(&path).expect("read");
@@ -334,4 +336,20 @@ fn a_trace_trigger_s_window_is_the_one_to_open_first_and_counts_as_near() {
         row(&html, "compared", "longest stop-the-world pause").contains("class=\"diff\""),
         "the pause that tripped the trigger stands out"
     );
+}
+
+/// A derived section listing `files`.
+fn derived(files: &[&str]) -> crate::bundle::Derived {
+    crate::bundle::Derived {
+        ready_at: "2026-12-04T10:10:30Z".into(),
+        files: files
+            .iter()
+            .map(|f| crate::bundle::FileEntry {
+                file: f.to_string(),
+                bytes: 1,
+                sha256: "00".into(),
+            })
+            .collect(),
+        stitch: Default::default(),
+    }
 }
