@@ -237,8 +237,8 @@ fn the_report_of_a_real_bundle_renders_offline_with_data_and_names_the_storm_bef
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), from_archive);
     let archived = std::fs::read_to_string(work.path().join(&from_archive)).expect("the archive's page");
     assert!(
-        archived.contains(&format!("go tool trace {id}/0")),
-        "commands name the extracted files"
+        archived.contains(&format!("go tool trace {id}/bundle.trace")),
+        "commands open the extracted stitched trace the manifest lists"
     );
 
     // In a browser: rendered, with data, and not one request.
