@@ -3,7 +3,8 @@
 # cloud): builds flightrec and a demo Go service, starts the service on
 # 127.0.0.1:6060 (the default target), records it into ./flightrec-data,
 # takes a snapshot, verifies every window with Go's own trace parser, and
-# prints where the bundle is and the `go tool trace` command that opens it.
+# prints where the bundle is, its report.html and the `go tool trace` commands
+# that open bundle.trace (every window stitched into one) and the trigger's window.
 #
 # usage: deploy/demo/run.sh          (DEMO_PROFILE=debug builds faster)
 # Needs: cargo, go, curl. Uses ports 6060 and 7070 on 127.0.0.1.
@@ -68,17 +69,21 @@ out="$("$bin" snapshot --reason "demo: something went wrong")"
 echo "$out"
 bundle="$(printf '%s\n' "$out" | sed -n 's/^snapshot .* written: //p' | head -1)"
 open="$(printf '%s\n' "$out" | sed -n 's/^ *open with: //p' | head -1)"
+whole="$(printf '%s\n' "$out" | sed -n 's/^ *every window in one trace: go tool trace //p' | head -1)"
+page="$(printf '%s\n' "$out" | sed -n 's/^ *the whole bundle on one page: //p' | head -1)"
 [[ -d $bundle ]] || die "no bundle directory in: $out"
 
 say "the bundle, as flightrec inspect sees it (every sha256 verified)"
 "$bin" inspect "$bundle"
 
-say "checking every window with Go's own trace parser"
+say "checking every window, and bundle.trace (all windows stitched into one), with Go's own trace parser"
 "$repo/target/fixtures/tracecheck" "$bundle"/*.trace >"$work/tracecheck.json" || {
 	cat "$work/tracecheck.json" >&2
-	die "Go's parser rejected a window"
+	die "Go's parser rejected a trace of the bundle"
 }
-echo "Go's parser accepts all $(wc -l <"$work/tracecheck.json") windows"
+[[ -n $whole && -f $whole ]] || die "the bundle has no bundle.trace: $out"
+[[ -n $page && -f $page ]] || die "the bundle has no report.html: $out"
+echo "Go's parser accepts all $(wc -l <"$work/tracecheck.json") traces (the windows and bundle.trace)"
 
 kill -TERM "$agent"
 wait "$agent" || true
@@ -86,7 +91,10 @@ cat <<MSG
 
 Done. The bundle is in:
   $bundle
-Open the window that holds the moment of the snapshot (the others show the
-minute before it, one file per window):
+The whole bundle on one page (open it in a browser first):
+  $page
+Every window in one trace, the minute before the snapshot and after it:
+  go tool trace $whole
+The window that holds the moment of the snapshot alone:
   $open
 MSG

@@ -75,6 +75,13 @@ pub async fn snapshot(args: SnapshotArgs) -> Result<Vec<PathBuf>, CliError> {
                         None if derived.is_none() => println!("  bundle.trace: not made yet"),
                         None => {}
                     }
+                    if let Some(f) = derived
+                        .into_iter()
+                        .flat_map(|d| &d.files)
+                        .find(|f| f.file == crate::bundle::report::REPORT_HTML)
+                    {
+                        println!("  the whole bundle on one page: {}", path.join(&f.file).display());
+                    }
                     paths.push(path);
                     break;
                 }
