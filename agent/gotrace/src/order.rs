@@ -424,20 +424,18 @@ impl Ordering {
         if self.initial_gen == 0 {
             self.initial_gen = gen_num;
         }
-        let mut cur = SchedCtx {
-            g: NO_GOROUTINE,
-            p: NO_PROC,
-            m,
-        };
+        let (mut g, mut p) = (NO_GOROUTINE, NO_PROC);
         if m != NO_THREAD {
             // Created even when the event cannot advance, as Go does: other
             // events look the thread up.
             let k = *slot.get_or_insert_with(|| self.m.slot(m));
             if let Some(ms) = self.m.at(k) {
-                cur.p = ms.p;
-                cur.g = ms.g;
+                (g, p) = (ms.g, ms.p);
             }
         }
+        // Made whole at once: written field by field and read back whole, it
+        // would stall.
+        let cur = SchedCtx { g, p, m };
         // The goroutine events that are most of a trace take the context by
         // value, so that it stays in registers: the handlers taking `Ctx`
         // keep it in memory, and reading it back whole stalls.

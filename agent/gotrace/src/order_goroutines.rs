@@ -112,10 +112,7 @@ impl Ordering {
         validate_ctx(cur, USER_GO)?;
         let g = cur.g;
         let Some(state) = self.g.get_mut(&g) else {
-            return Err(format!(
-                "event {} for goroutine ({g}) that doesn't exist",
-                spec(ev.typ).name
-            ));
+            return Err(no_goroutine(ev.typ, g));
         };
         if state.status != go_status::RUNNING {
             return Err(format!(
@@ -437,4 +434,12 @@ impl Ordering {
         self.push(cx.event(cx.cur));
         Ok(Some(cx.cur))
     }
+}
+
+/// Out of line, taking the id by value: formatting it in place would keep
+/// the context of the hot path in memory.
+#[cold]
+#[inline(never)]
+fn no_goroutine(typ: EventType, g: i64) -> String {
+    format!("event {} for goroutine ({g}) that doesn't exist", spec(typ).name)
 }
