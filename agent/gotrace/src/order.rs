@@ -413,6 +413,7 @@ impl Ordering {
 
     /// Go's `ordering.Advance`: whether `ev`, from thread `m`, can happen
     /// now; if so its events are queued. `slot` caches the thread's slot.
+    #[inline(always)]
     pub(crate) fn advance(
         &mut self,
         ev: &mut BaseEvent,
