@@ -355,6 +355,7 @@ pub(crate) fn run(
     }
 }
 
+#[inline(always)]
 fn try_advance(
     order: &mut Ordering,
     gen: &mut Generation,
