@@ -34,6 +34,48 @@ pub(crate) fn ticks_to_ns(ns_per_tick: f64, ticks: u64) -> i64 {
     go_f64_to_i64(ticks as f64 * ns_per_tick)
 }
 
+/// [`ticks_to_ns`] for one clock frequency, with a shortcut for the usual
+/// one: when `ns_per_tick` is a power of two (Go on Linux ticks every 64 ns)
+/// and the ticks are below 2^53, the float product is exact, so a shift
+/// gives the same bits without the float round trip on every event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TickScale {
+    ns_per_tick: f64,
+    shift: u32,
+    /// Ticks below this take the shift; 0 when the scale has no shortcut.
+    limit: u64,
+}
+
+impl TickScale {
+    pub(crate) fn new(ns_per_tick: f64) -> TickScale {
+        let mut scale = TickScale {
+            ns_per_tick,
+            shift: 0,
+            limit: 0,
+        };
+        // An exact power of two 2^k, 0 <= k <= 52: ticks < 2^53 convert to
+        // f64 exactly, the product by 2^k is exact, and below 2^63 it
+        // converts back exactly.
+        if ns_per_tick >= 1.0 && ns_per_tick <= (1u64 << 52) as f64 {
+            let k = (ns_per_tick as u64).trailing_zeros();
+            if (1u64 << k) as f64 == ns_per_tick {
+                scale.shift = k;
+                scale.limit = (1u64 << 53).min(1u64 << (63 - k));
+            }
+        }
+        scale
+    }
+
+    #[inline(always)]
+    pub(crate) fn to_ns(self, ticks: u64) -> i64 {
+        if ticks < self.limit {
+            (ticks << self.shift) as i64
+        } else {
+            ticks_to_ns(self.ns_per_tick, ticks)
+        }
+    }
+}
+
 /// Go's float64 to int64 conversion on amd64 (CVTTSD2SQ): truncation toward
 /// zero, and the "integer indefinite" value for NaN and out-of-range values.
 #[inline]
@@ -408,6 +450,46 @@ impl Generation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_scales_convert_as_the_float_product_does() {
+        let ticks = [
+            0,
+            1,
+            63,
+            1 << 40,
+            (1 << 53) - 1,
+            1 << 53,
+            (1 << 53) + 1,
+            (1 << 57) - 1,
+            1 << 57,
+            u64::MAX >> 1,
+            u64::MAX,
+        ];
+        for ns_per_tick in [
+            0.0,
+            1.0,
+            2.0,
+            64.0,
+            1e9 / 15_625_000.0,
+            1.0 / 0.015625,
+            0.5,
+            3.0,
+            1e3,
+            2f64.powi(52),
+            f64::NAN,
+        ] {
+            let scale = TickScale::new(ns_per_tick);
+            for t in ticks.into_iter().chain(ticks.map(|t| t.wrapping_add(12_345))) {
+                assert_eq!(
+                    scale.to_ns(t),
+                    ticks_to_ns(ns_per_tick, t),
+                    "{t} ticks at {ns_per_tick} ns"
+                );
+            }
+        }
+        assert_eq!(TickScale::new(64.0).shift, 6);
+    }
 
     fn header(ts: u64) -> BatchHeader {
         BatchHeader {

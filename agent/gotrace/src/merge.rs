@@ -5,7 +5,7 @@
 //! `Reader.ReadEvent`). The heap is Go's, operation for operation: which of
 //! two threads with events at the same time is tried first depends on it.
 
-use crate::generation::{ticks_to_ns, Generation};
+use crate::generation::{Generation, TickScale};
 use crate::gosort::sort_func;
 use crate::order::{BaseEvent, Ordering, RawEvent};
 use crate::spec::{spec, SPECS};
@@ -81,7 +81,7 @@ impl Cursor {
 
     /// Reads the thread's next event; `Ok(false)` when it has no more.
     #[inline(always)]
-    fn next_event(&mut self, gen: &Generation) -> Result<bool, MergeError> {
+    fn next_event(&mut self, gen: &Generation, scale: TickScale) -> Result<bool, MergeError> {
         // Go skips what is read of a batch, and empty batches.
         while self.pos >= self.end {
             if self.loaded {
@@ -93,12 +93,12 @@ impl Cursor {
         }
         // Also after an event that came out at time 0, as in Go.
         if self.last_ts == 0 {
-            self.last_ts = ticks_to_ns(gen.ns_per_tick, self.ts);
+            self.last_ts = scale.to_ns(self.ts);
         }
         let offset = self.pos.wrapping_add(self.to_stream);
         let data = gen.data().get(self.pos..self.end).unwrap_or(&[]);
         let (n, dt) = read_timed(data, &mut self.ev).map_err(|what| MergeError::new(offset, what))?;
-        self.ev.time = ticks_to_ns(gen.ns_per_tick, dt).wrapping_add(self.last_ts);
+        self.ev.time = scale.to_ns(dt).wrapping_add(self.last_ts);
         self.ev.offset = offset;
         self.last_ts = self.ev.time;
         self.pos += n;
@@ -267,10 +267,22 @@ pub(crate) trait Emit {
 
 /// The cursors of one generation and their heap, kept between generations
 /// for their allocations.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Frontier {
     cursors: Vec<Cursor>,
     heap: Heap,
+    /// The generation's clock, for every event's time.
+    scale: TickScale,
+}
+
+impl Default for Frontier {
+    fn default() -> Self {
+        Frontier {
+            cursors: Vec::new(),
+            heap: Vec::new(),
+            scale: TickScale::new(0.0),
+        }
+    }
 }
 
 /// Yields every event of a whole generation, after its Sync event, in Go's
@@ -284,9 +296,10 @@ pub(crate) fn run(
 ) -> Result<(), MergeError> {
     f.cursors.clear();
     f.heap.clear();
+    f.scale = TickScale::new(gen.ns_per_tick);
     for (k, t) in gen.threads.iter().enumerate() {
         let mut c = Cursor::new(t.m, k);
-        if c.next_event(gen)? {
+        if c.next_event(gen, f.scale)? {
             heap_insert(&mut f.heap, (c.ev.time, f.cursors.len() as u32));
             f.cursors.push(c);
         }
@@ -342,6 +355,7 @@ pub(crate) fn run(
     }
 }
 
+#[inline(always)]
 fn try_advance(
     order: &mut Ordering,
     gen: &mut Generation,
@@ -358,7 +372,7 @@ fn try_advance(
         Ok(false) => return Ok(false),
         Err(what) => return Err(MergeError::new(offset, what)),
     }
-    if c.next_event(gen)? {
+    if c.next_event(gen, f.scale)? {
         f.heap[i].0 = c.ev.time;
         heap_update(&mut f.heap, i);
     } else {

@@ -92,6 +92,18 @@ pub(crate) struct BaseEvent {
 }
 
 impl BaseEvent {
+    /// The event as queued, in context `ctx`.
+    #[inline(always)]
+    pub(crate) fn queued(&self, ctx: SchedCtx) -> RawEvent {
+        RawEvent {
+            typ: self.typ,
+            time: self.time,
+            ctx,
+            args: self.args,
+            offset: self.offset,
+        }
+    }
+
     /// Go's `baseEvent.extra`: the first argument slot after the event's
     /// own arguments, where the ordering smuggles state.
     pub(crate) fn extra_index(typ: EventType) -> usize {
@@ -362,13 +374,7 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// The event as queued, in context `ctx`.
     pub(crate) fn event(&self, ctx: SchedCtx) -> RawEvent {
-        RawEvent {
-            typ: self.ev.typ,
-            time: self.ev.time,
-            ctx,
-            args: self.ev.args,
-            offset: self.ev.offset,
-        }
+        self.ev.queued(ctx)
     }
 
     /// Go's `makeEvent`: a made-up event at this event's time and offset.
@@ -407,6 +413,7 @@ impl Ordering {
 
     /// Go's `ordering.Advance`: whether `ev`, from thread `m`, can happen
     /// now; if so its events are queued. `slot` caches the thread's slot.
+    #[inline(always)]
     pub(crate) fn advance(
         &mut self,
         ev: &mut BaseEvent,
@@ -418,59 +425,31 @@ impl Ordering {
         if self.initial_gen == 0 {
             self.initial_gen = gen_num;
         }
-        let mut cur = SchedCtx {
-            g: NO_GOROUTINE,
-            p: NO_PROC,
-            m,
-        };
+        let (mut g, mut p) = (NO_GOROUTINE, NO_PROC);
         if m != NO_THREAD {
             // Created even when the event cannot advance, as Go does: other
             // events look the thread up.
             let k = *slot.get_or_insert_with(|| self.m.slot(m));
             if let Some(ms) = self.m.at(k) {
-                cur.p = ms.p;
-                cur.g = ms.g;
+                (g, p) = (ms.g, ms.p);
             }
         }
-        let mut cx = Ctx {
-            ev,
-            gen,
-            gen_num,
-            cur,
-        };
-        let next = match cx.ev.typ {
-            EV_PROCS_CHANGE | EV_GO_LABEL | EV_USER_LOG => self.annotation(&mut cx),
-            EV_PROC_START => self.proc_start(&mut cx),
-            EV_PROC_STOP => self.proc_stop(&mut cx),
-            EV_PROC_STEAL => self.proc_steal(&mut cx),
-            EV_PROC_STATUS => self.proc_status(&mut cx),
-            EV_GO_CREATE | EV_GO_CREATE_BLOCKED => self.go_create(&mut cx),
-            EV_GO_CREATE_SYSCALL => self.go_create_syscall(&mut cx),
-            EV_GO_START => self.go_start(&mut cx),
-            EV_GO_DESTROY | EV_GO_STOP | EV_GO_BLOCK => self.go_stop_exec(&mut cx),
-            EV_GO_DESTROY_SYSCALL => self.go_destroy_syscall(&mut cx),
-            EV_GO_UNBLOCK => self.go_unblock(&mut cx),
-            EV_GO_SYSCALL_BEGIN => self.go_syscall_begin(&mut cx),
-            EV_GO_SYSCALL_END => self.go_syscall_end(&mut cx),
-            EV_GO_SYSCALL_END_BLOCKED => self.go_syscall_end_blocked(&mut cx),
-            EV_GO_STATUS | EV_GO_STATUS_STACK => self.go_status(&mut cx),
-            EV_STW_BEGIN | EV_GC_MARK_ASSIST_BEGIN => self.go_range_begin(&mut cx),
-            EV_STW_END | EV_GC_MARK_ASSIST_END => self.go_range_end(&mut cx),
-            EV_GC_MARK_ASSIST_ACTIVE => self.go_range_active(&mut cx),
-            EV_GC_ACTIVE => self.gc_active(&mut cx),
-            EV_GC_BEGIN => self.gc_begin(&mut cx),
-            EV_GC_END => self.gc_end(&mut cx),
-            EV_GC_SWEEP_ACTIVE => self.gc_sweep_active(&mut cx),
-            EV_GC_SWEEP_BEGIN => self.gc_sweep_begin(&mut cx),
-            EV_GC_SWEEP_END => self.gc_sweep_end(&mut cx),
-            EV_HEAP_ALLOC | EV_HEAP_GOAL => self.heap_metric(&mut cx),
-            EV_USER_TASK_BEGIN => self.user_task_begin(&mut cx),
-            EV_USER_TASK_END => self.user_task_end(&mut cx),
-            EV_USER_REGION_BEGIN => self.user_region_begin(&mut cx),
-            EV_USER_REGION_END => self.user_region_end(&mut cx),
-            EV_GO_SWITCH | EV_GO_SWITCH_DESTROY => self.go_switch(&mut cx),
-            EV_SPAN..=EV_GOROUTINE_STACK_FREE => self.alloc_free(&mut cx),
-            other => return Err(format!("bad event type found while ordering: {other}")),
+        // Made whole at once: written field by field and read back whole, it
+        // would stall.
+        let cur = SchedCtx { g, p, m };
+        // The goroutine events that are most of a trace take the context by
+        // value, so that it stays in registers: the handlers taking `Ctx`
+        // keep it in memory, and reading it back whole stalls.
+        let next = match ev.typ {
+            EV_GO_START => self.go_start(ev, gen_num, cur),
+            EV_GO_DESTROY | EV_GO_STOP | EV_GO_BLOCK => self.go_stop_exec(ev, cur),
+            EV_GO_UNBLOCK => self.go_unblock(ev, gen_num, cur),
+            _ => self.dispatch(&mut Ctx {
+                ev,
+                gen,
+                gen_num,
+                cur,
+            }),
         }?;
         match next {
             Some(new) => {
@@ -481,6 +460,43 @@ impl Ordering {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    /// The handler of every other event type (out of line: its `Ctx` lives
+    /// in memory).
+    #[inline(never)]
+    fn dispatch(&mut self, cx: &mut Ctx<'_>) -> Advanced {
+        match cx.ev.typ {
+            EV_PROCS_CHANGE | EV_GO_LABEL | EV_USER_LOG => self.annotation(cx),
+            EV_PROC_START => self.proc_start(cx),
+            EV_PROC_STOP => self.proc_stop(cx),
+            EV_PROC_STEAL => self.proc_steal(cx),
+            EV_PROC_STATUS => self.proc_status(cx),
+            EV_GO_CREATE | EV_GO_CREATE_BLOCKED => self.go_create(cx),
+            EV_GO_CREATE_SYSCALL => self.go_create_syscall(cx),
+            EV_GO_DESTROY_SYSCALL => self.go_destroy_syscall(cx),
+            EV_GO_SYSCALL_BEGIN => self.go_syscall_begin(cx),
+            EV_GO_SYSCALL_END => self.go_syscall_end(cx),
+            EV_GO_SYSCALL_END_BLOCKED => self.go_syscall_end_blocked(cx),
+            EV_GO_STATUS | EV_GO_STATUS_STACK => self.go_status(cx),
+            EV_STW_BEGIN | EV_GC_MARK_ASSIST_BEGIN => self.go_range_begin(cx),
+            EV_STW_END | EV_GC_MARK_ASSIST_END => self.go_range_end(cx),
+            EV_GC_MARK_ASSIST_ACTIVE => self.go_range_active(cx),
+            EV_GC_ACTIVE => self.gc_active(cx),
+            EV_GC_BEGIN => self.gc_begin(cx),
+            EV_GC_END => self.gc_end(cx),
+            EV_GC_SWEEP_ACTIVE => self.gc_sweep_active(cx),
+            EV_GC_SWEEP_BEGIN => self.gc_sweep_begin(cx),
+            EV_GC_SWEEP_END => self.gc_sweep_end(cx),
+            EV_HEAP_ALLOC | EV_HEAP_GOAL => self.heap_metric(cx),
+            EV_USER_TASK_BEGIN => self.user_task_begin(cx),
+            EV_USER_TASK_END => self.user_task_end(cx),
+            EV_USER_REGION_BEGIN => self.user_region_begin(cx),
+            EV_USER_REGION_END => self.user_region_end(cx),
+            EV_GO_SWITCH | EV_GO_SWITCH_DESTROY => self.go_switch(cx),
+            EV_SPAN..=EV_GOROUTINE_STACK_FREE => self.alloc_free(cx),
+            other => Err(format!("bad event type found while ordering: {other}")),
         }
     }
 

@@ -108,34 +108,34 @@ impl Ordering {
     }
 
     /// The running goroutine stops: destroyed, preempted or blocked.
-    pub(crate) fn go_stop_exec(&mut self, cx: &mut Ctx<'_>) -> Advanced {
-        validate_ctx(cx.cur, USER_GO)?;
-        let g = cx.cur.g;
+    pub(crate) fn go_stop_exec(&mut self, ev: &BaseEvent, cur: SchedCtx) -> Advanced {
+        validate_ctx(cur, USER_GO)?;
+        let g = cur.g;
         let Some(state) = self.g.get_mut(&g) else {
-            return Err(format!(
-                "event {} for goroutine ({g}) that doesn't exist",
-                cx.name()
-            ));
+            return Err(no_goroutine(ev.typ, g));
         };
         if state.status != go_status::RUNNING {
-            return Err(format!("{} event for goroutine that's not Running", cx.name()));
+            return Err(format!(
+                "{} event for goroutine that's not Running",
+                spec(ev.typ).name
+            ));
         }
-        match cx.ev.typ {
+        match ev.typ {
             EV_GO_DESTROY => {
                 self.g.remove(&g);
             }
             EV_GO_STOP => state.status = go_status::RUNNABLE,
             _ => state.status = go_status::WAITING,
         }
-        let mut new = cx.cur;
+        let mut new = cur;
         new.g = NO_GOROUTINE;
-        self.push(cx.event(cx.cur));
+        self.push(ev.queued(cur));
         Ok(Some(new))
     }
 
-    pub(crate) fn go_start(&mut self, cx: &mut Ctx<'_>) -> Advanced {
-        let gid = cx.ev.args[0] as i64;
-        let seq = Seq::new(cx.gen_num, cx.ev.args[1]);
+    pub(crate) fn go_start(&mut self, ev: &BaseEvent, gen_num: u64, cur: SchedCtx) -> Advanced {
+        let gid = ev.args[0] as i64;
+        let seq = Seq::new(gen_num, ev.args[1]);
         let Some(state) = self.g.get_mut(&gid) else {
             return Ok(None);
         };
@@ -143,7 +143,7 @@ impl Ordering {
             return Ok(None);
         }
         validate_ctx(
-            cx.cur,
+            cur,
             Reqs {
                 m: Need::Must,
                 p: Need::Must,
@@ -152,15 +152,15 @@ impl Ordering {
         )?;
         state.status = go_status::RUNNING;
         state.seq = seq;
-        let mut new = cx.cur;
+        let mut new = cur;
         new.g = gid;
-        self.push(cx.event(cx.cur));
+        self.push(ev.queued(cur));
         Ok(Some(new))
     }
 
-    pub(crate) fn go_unblock(&mut self, cx: &mut Ctx<'_>) -> Advanced {
-        let gid = cx.ev.args[0] as i64;
-        let seq = Seq::new(cx.gen_num, cx.ev.args[1]);
+    pub(crate) fn go_unblock(&mut self, ev: &BaseEvent, gen_num: u64, cur: SchedCtx) -> Advanced {
+        let gid = ev.args[0] as i64;
+        let seq = Seq::new(gen_num, ev.args[1]);
         let Some(state) = self.g.get_mut(&gid) else {
             return Ok(None);
         };
@@ -170,8 +170,8 @@ impl Ordering {
         state.status = go_status::RUNNABLE;
         state.seq = seq;
         // Anything may unblock a goroutine (sysmon, say): no context check.
-        self.push(cx.event(cx.cur));
-        Ok(Some(cx.cur))
+        self.push(ev.queued(cur));
+        Ok(Some(cur))
     }
 
     /// A coroutine switch: unblocks the next goroutine, blocks or destroys
@@ -434,4 +434,12 @@ impl Ordering {
         self.push(cx.event(cx.cur));
         Ok(Some(cx.cur))
     }
+}
+
+/// Out of line, taking the id by value: formatting it in place would keep
+/// the context of the hot path in memory.
+#[cold]
+#[inline(never)]
+fn no_goroutine(typ: EventType, g: i64) -> String {
+    format!("event {} for goroutine ({g}) that doesn't exist", spec(typ).name)
 }
