@@ -34,8 +34,7 @@ use super::{
     StitchSkip, MANIFEST_JSON, MANIFEST_PB,
 };
 
-/// The stitched trace of a bundle (its first piece).
-pub const BUNDLE_TRACE: &str = "bundle.trace";
+pub use super::BUNDLE_TRACE;
 
 /// Prefix of the temporary files this step writes in a bundle directory
 /// (hidden, so never listed nor delivered; removed when the step reruns).

@@ -29,6 +29,8 @@ use std::path::PathBuf;
 
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const MANIFEST_PB: &str = "manifest.pb";
+/// The stitched trace of a bundle (its first piece), a derived file.
+pub const BUNDLE_TRACE: &str = "bundle.trace";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {

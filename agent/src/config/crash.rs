@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::table::Table;
-use super::triggers::defaults;
+use super::trigger_defaults as defaults;
 use super::Problem;
 
 #[derive(Debug, Clone, PartialEq)]

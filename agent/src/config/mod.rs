@@ -25,6 +25,7 @@ mod sections;
 mod sinks;
 pub mod table;
 mod targets;
+mod trigger_defaults;
 mod triggers;
 mod webhooks;
 

@@ -10,9 +10,16 @@ use url::Url;
 
 use crate::config::condition::Condition;
 use crate::config::table::{describe, Table};
-use crate::config::triggers::{defaults, Rule};
+use crate::config::trigger_defaults as defaults;
 use crate::config::{redact_url, Problem, Target};
 use crate::units::parse_duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    Latency(LatencyRule),
+    Metric(MetricRule),
+    Trace(TraceRule),
+}
 
 /// What a latency or metric trigger requests, and how often.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::table::Table;
-use crate::config::triggers::defaults;
+use crate::config::trigger_defaults as defaults;
 use crate::config::{Problem, Secret};
 
 /// `[webhooks]`.

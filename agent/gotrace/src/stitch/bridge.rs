@@ -23,14 +23,10 @@
 use rustc_hash::FxHashMap;
 
 use super::scan::StartState;
-use super::sim::{Sim, Step};
+use super::sim::{Sim, Step, GAP_THREAD};
 use crate::encode::{EventBatches, Tables};
 use crate::order::{go_status, proc_status, Ordering, RangeType, NO_GOROUTINE, NO_PROC, NO_THREAD};
 use crate::spec::*;
-
-/// The thread flightrec's seam events run on: no Linux thread id is this
-/// large, so it never meets a real one.
-pub const GAP_THREAD: i64 = 1 << 40;
 
 /// The goroutine marking the `n`th seam of a stitched trace (from 0).
 /// Real goroutine ids count up from 1 and never come near.

@@ -34,7 +34,8 @@ mod sim;
 
 use std::io::{self, Read, Write};
 
-pub use bridge::{gap_goroutine, SeamChanges, GAP_FUNCTION, GAP_LOG_KEY, GAP_REGION, GAP_THREAD};
+pub use bridge::{gap_goroutine, SeamChanges, GAP_FUNCTION, GAP_LOG_KEY, GAP_REGION};
+pub use sim::GAP_THREAD;
 
 use self::bridge::{GcPhase, GcTrack};
 use self::input::{Gen, Next, Role, WindowReader};

@@ -6,10 +6,13 @@
 
 use rustc_hash::FxHashMap;
 
-use super::bridge::GAP_THREAD;
 use crate::encode::Tables;
 use crate::order::{go_status, proc_status, Ordering, NO_GOROUTINE, NO_PROC, NO_THREAD};
 use crate::spec::*;
+
+/// The thread flightrec's seam events run on: no Linux thread id is this
+/// large, so it never meets a real one.
+pub const GAP_THREAD: i64 = 1 << 40;
 
 /// Why a goroutine or P stops in a seam (Go shows it as the reason).
 const REASON: &str = "flightrec: not traced";

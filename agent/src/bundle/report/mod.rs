@@ -23,7 +23,7 @@ pub use data::{Compared, Model, Verdict, Worst, DIFFERENT_RATIO, NEAR_SECONDS};
 pub const REPORT_HTML: &str = "report.html";
 
 /// The stitched trace's name in a bundle, when its manifest lists one.
-pub const STITCHED_TRACE: &str = super::finish::BUNDLE_TRACE;
+pub const STITCHED_TRACE: &str = super::BUNDLE_TRACE;
 
 /// How the page names the bundle's files in the commands it shows.
 #[derive(Debug, Clone, Default, PartialEq)]
