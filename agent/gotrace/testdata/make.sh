@@ -18,32 +18,18 @@ for tc in go1.23.12 go1.25.14 go1.26.8; do
 	(cd "$repo/tests/go/legacy" && GOTOOLCHAIN="$tc" go build -buildvcs=false -o "$bin/legacy-${tc%.*}" .)
 done
 
-pid=""
-cleanup() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi; }
-trap cleanup EXIT
+# shellcheck source=service.sh
+source "$here/service.sh"
 
 # capture NAME SECONDS BINARY FLAGS...: start the service, wait for its
 # "listening on" line, let it settle, fetch one window into NAME.
 capture() {
 	local name="$1" secs="$2" exe="$3"
 	shift 3
-	local log
-	log="$(mktemp)"
-	"$bin/$exe" "$@" >"$log" 2>/dev/null &
-	pid=$!
-	local url=""
-	for _ in $(seq 100); do
-		url="$(sed -n 's#^listening on ##p' "$log")"
-		[[ -n "$url" ]] && break
-		sleep 0.1
-	done
-	[[ -n "$url" ]] || { echo "make.sh: $exe did not start" >&2; exit 1; }
+	start_service "$exe" "$@"
 	sleep 0.5
 	curl -sfS -o "$here/$name" "$url/debug/pprof/trace?seconds=$secs"
-	kill "$pid"
-	wait "$pid" 2>/dev/null || true
-	pid=""
-	rm -f "$log"
+	stop_service
 	printf 'make.sh: %-18s %7d bytes  %s\n' "$name" "$(stat -c %s "$here/$name")" "$(head -c 13 "$here/$name")" >&2
 }
 

@@ -17,9 +17,8 @@ out="$here/stitch"
 bin="$(cd "$bin" && pwd)"
 mkdir -p "$out"
 
-pid=""
-cleanup() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi; }
-trap cleanup EXIT
+# shellcheck source=service.sh
+source "$here/service.sh"
 
 # run NAME WINDOWS SECONDS BINARY FLAGS...: start the service, let its
 # workload run 0.5 s, fetch WINDOWS windows back to back into
@@ -27,27 +26,14 @@ trap cleanup EXIT
 run() {
 	local name="$1" n="$2" secs="$3" exe="$4"
 	shift 4
-	local log
-	log="$(mktemp)"
-	"$bin/$exe" "$@" >"$log" 2>/dev/null &
-	pid=$!
-	local url=""
-	for _ in $(seq 100); do
-		url="$(sed -n 's#^listening on ##p' "$log")"
-		[[ -n "$url" ]] && break
-		sleep 0.1
-	done
-	[[ -n "$url" ]] || { echo "stitch.sh: $exe did not start" >&2; exit 1; }
+	start_service "$exe" "$@"
 	sleep 0.5
 	local args=()
 	for i in $(seq 1 "$n"); do
 		args+=(-sfS -o "$out/$name-$i.trace" "$url/debug/pprof/trace?seconds=$secs" --next)
 	done
 	curl "${args[@]}" -sfS -o /dev/null "$url/healthz"
-	kill "$pid"
-	wait "$pid" 2>/dev/null || true
-	pid=""
-	rm -f "$log"
+	stop_service
 	local size
 	size="$(cat "$out/$name"-*.trace | wc -c)"
 	printf 'stitch.sh: %-16s %d windows, %7d bytes\n' "$name" "$n" "$size" >&2

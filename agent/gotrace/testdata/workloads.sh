@@ -15,9 +15,8 @@ bin="${1:-$repo/target/fixtures}"
 "$repo/tests/go/build.sh" "$bin"
 bin="$(cd "$bin" && pwd)"
 
-pid=""
-cleanup() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi; }
-trap cleanup EXIT
+# shellcheck source=service.sh
+source "$here/service.sh"
 
 # capture NAME SECONDS BINARY FLAGS...: start the service, wait for its
 # "listening on" line, let the workload run 0.5 s, fetch one window. With
@@ -26,17 +25,7 @@ trap cleanup EXIT
 capture() {
 	local name="$1" secs="$2" exe="$3"
 	shift 3
-	local log
-	log="$(mktemp)"
-	GODEBUG="${GODEBUG:-}" "$bin/$exe" "$@" >"$log" 2>/dev/null &
-	pid=$!
-	local url=""
-	for _ in $(seq 100); do
-		url="$(sed -n 's#^listening on ##p' "$log")"
-		[[ -n "$url" ]] && break
-		sleep 0.1
-	done
-	[[ -n "$url" ]] || { echo "workloads.sh: $exe did not start" >&2; exit 1; }
+	start_service "$exe" "$@"
 	local prof=""
 	if [[ "${PROFILE:-0}" == 1 ]]; then
 		curl -sfS -o /dev/null "$url/debug/pprof/profile?seconds=2" &
@@ -45,10 +34,7 @@ capture() {
 	sleep 0.5
 	curl -sfS -o "$here/$name" "$url/debug/pprof/trace?seconds=$secs"
 	if [[ -n "$prof" ]]; then wait "$prof"; fi
-	kill "$pid"
-	wait "$pid" 2>/dev/null || true
-	pid=""
-	rm -f "$log"
+	stop_service
 	local size
 	size="$(stat -c %s "$here/$name")"
 	printf 'workloads.sh: %-20s %7d bytes\n' "$name" "$size" >&2
